@@ -1,0 +1,110 @@
+//! Crash-safe file writes: a temp file in the same directory, fsync, then rename (replace) or
+//! link (create only if absent), then fsync of the directory. A reader never sees a torn file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn temp_path(path: &Path) -> io::Result<PathBuf> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no directory"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?
+        .to_string_lossy();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Ok(dir.join(format!(".{name}.tmp-{}-{n}", std::process::id())))
+}
+
+fn write_temp(path: &Path, data: &[u8], mode: u32) -> io::Result<PathBuf> {
+    let tmp = temp_path(path)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    let written = f.write_all(data).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// fsync a directory so a rename or link in it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replace `path` with `data` atomically (mode applies to a new file).
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = write_temp(path, data, mode)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Create `path` holding `data` only if it does not exist; `Ok(false)` when it already does.
+/// The file appears complete or not at all.
+pub fn create_new_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<bool> {
+    let tmp = write_temp(path, data, mode)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create a directory and its parents; the directories created get `mode`.
+pub fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_writes() {
+        let dir = std::env::temp_dir().join(format!("cni-fsutil-{}", std::process::id()));
+        ensure_dir(&dir, 0o700).unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let f = dir.join("a");
+        assert!(create_new_atomic(&f, b"one", 0o600).unwrap());
+        assert!(!create_new_atomic(&f, b"two", 0o600).unwrap());
+        assert_eq!(std::fs::read(&f).unwrap(), b"one");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        write_atomic(&f, b"three", 0o600).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"three");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp files left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

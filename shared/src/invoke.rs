@@ -1,0 +1,280 @@
+//! Find and run another CNI plugin (IPAM, or any plugin in a chain): the same configuration on
+//! stdin, the CNI_* environment set explicitly, its result or its CNI error (code preserved) back.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+
+use serde_json::Value;
+
+use crate::error::{code, CniError, Result};
+use crate::skel::{Command, Request};
+use crate::spec::{CniResult, Version};
+
+/// The CNI environment of one plugin execution.
+#[derive(Debug, Clone, Default)]
+pub struct PluginEnv {
+    pub container_id: String,
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    pub args: String,
+    pub cni_path: Vec<PathBuf>,
+}
+
+impl PluginEnv {
+    /// The environment of the current request, for delegation.
+    pub fn from_request(req: &Request) -> PluginEnv {
+        PluginEnv {
+            container_id: req.container_id.clone(),
+            netns: req.netns.clone(),
+            ifname: req.ifname.clone(),
+            args: req.args.clone(),
+            cni_path: req.cni_path.clone(),
+        }
+    }
+
+    /// Set the CNI_* variables on a process (unset ones are removed, not inherited).
+    pub fn apply(&self, command: Command, p: &mut Process) {
+        p.env("CNI_COMMAND", command.as_str());
+        let mut set = |k: &str, v: &str| {
+            if v.is_empty() {
+                p.env_remove(k);
+            } else {
+                p.env(k, v);
+            }
+        };
+        set("CNI_CONTAINERID", &self.container_id);
+        set("CNI_IFNAME", &self.ifname);
+        set("CNI_ARGS", &self.args);
+        let netns = self
+            .netns
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        set("CNI_NETNS", &netns);
+        let path = std::env::join_paths(&self.cni_path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        set("CNI_PATH", &path);
+    }
+}
+
+/// Find the executable for plugin `plugin_type` in the CNI_PATH directories.
+pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
+    if plugin_type.is_empty() {
+        return Err(CniError::invalid_config("type: missing plugin type"));
+    }
+    if plugin_type.contains('/') || plugin_type == "." || plugin_type == ".." {
+        return Err(CniError::invalid_config(format!(
+            "type: {plugin_type:?} must be a plugin name, not a path"
+        )));
+    }
+    for dir in cni_path {
+        let candidate = dir.join(plugin_type);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(CniError::invalid_config(format!(
+        "type: plugin {plugin_type:?} not found in CNI_PATH ({})",
+        cni_path
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    )))
+}
+
+/// Run the plugin binary at `program` with `env` and `stdin`; its stdout on success, its CNI
+/// error (code preserved) on failure. The child's stderr is passed on to ours.
+pub fn exec(program: &Path, command: Command, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>> {
+    let mut p = Process::new(program);
+    env.apply(command, &mut p);
+    communicate(p, stdin)
+}
+
+/// Spawn a prepared plugin process, feed it `stdin`, and interpret its exit.
+pub fn communicate(mut p: Process, stdin: &[u8]) -> Result<Vec<u8>> {
+    let name = p.get_program().to_string_lossy().into_owned();
+    let mut child = p
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CniError::io(format!("executing plugin {name}: {e}")))?;
+    let feeder = child.stdin.take().map(|mut pipe| {
+        let data = stdin.to_vec();
+        std::thread::spawn(move || {
+            // A plugin may exit without reading stdin (e.g. an early error): ignore EPIPE.
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CniError::io(format!("waiting for plugin {name}: {e}")))?;
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    if !out.stderr.is_empty() {
+        let _ = std::io::stderr().write_all(&out.stderr);
+    }
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    Err(error_from_output(
+        &name,
+        &out.stdout,
+        &out.stderr,
+        out.status,
+    ))
+}
+
+fn error_from_output(
+    name: &str,
+    stdout: &[u8],
+    stderr: &[u8],
+    status: std::process::ExitStatus,
+) -> CniError {
+    if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
+        if let Some(c) = v.get("code").and_then(Value::as_u64) {
+            let msg = v.get("msg").and_then(Value::as_str).unwrap_or_default();
+            let details = v.get("details").and_then(Value::as_str).unwrap_or_default();
+            return CniError::new(u32::try_from(c).unwrap_or(code::INTERNAL), msg)
+                .with_details(details);
+        }
+    }
+    let tail = String::from_utf8_lossy(stderr);
+    let tail = tail.trim();
+    let tail: String = tail
+        .char_indices()
+        .rev()
+        .take_while(|(i, _)| tail.len() - i <= 400)
+        .map(|(_, c)| c)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    CniError::internal(format!(
+        "plugin {name} failed ({status}) without a CNI error on stdout{}{tail}",
+        if tail.is_empty() { "" } else { ": " }
+    ))
+}
+
+/// Run the configured IPAM plugin's ADD with this request's environment and stdin.
+pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
+    let out = delegate_raw(ipam_type, Command::Add, req)?;
+    let (_, result) = CniResult::from_slice(&out, req.version)
+        .map_err(|e| e.context(format!("result of IPAM plugin {ipam_type:?}")))?;
+    Ok(result)
+}
+
+/// Run the IPAM plugin's DEL, CHECK, STATUS or GC with this request's environment and stdin.
+pub fn delegate(ipam_type: &str, command: Command, req: &Request) -> Result<()> {
+    delegate_raw(ipam_type, command, req).map(|_| ())
+}
+
+fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Vec<u8>> {
+    let program = find_plugin(ipam_type, &req.cni_path)
+        .map_err(|e| CniError::new(e.code, e.msg.replacen("type:", "ipam.type:", 1)))?;
+    tracing::debug!(plugin = ipam_type, cmd = command.as_str(), "delegating");
+    exec(&program, command, &PluginEnv::from_request(req), &req.stdin)
+}
+
+/// The versions a plugin binary reports through VERSION.
+pub fn plugin_versions(program: &Path) -> Result<Vec<Version>> {
+    let stdin = format!(r#"{{"cniVersion":"{}"}}"#, Version::LATEST);
+    let out = exec(
+        program,
+        Command::Version,
+        &PluginEnv::default(),
+        stdin.as_bytes(),
+    )?;
+    let v: Value = serde_json::from_slice(&out)
+        .map_err(|e| CniError::decode(format!("VERSION output of {}: {e}", program.display())))?;
+    Ok(v.get("supportedVersions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "cni-invoke-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn refuses_paths_as_types_and_reports_missing_plugins() {
+        assert_eq!(find_plugin("../bin/sh", &[]).unwrap_err().code, 7);
+        assert_eq!(find_plugin("/bin/sh", &[]).unwrap_err().code, 7);
+        let e = find_plugin("nope", &[PathBuf::from("/nonexistent")]).unwrap_err();
+        assert!(
+            e.msg.contains("\"nope\"") && e.msg.contains("/nonexistent"),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn passes_env_and_stdin_and_keeps_error_codes() {
+        let d = tempdir();
+        script(
+            &d,
+            "echoer",
+            r#"printf '{"cniVersion":"1.1.0","cmd":"%s","cid":"%s","stdin":' "$CNI_COMMAND" "$CNI_CONTAINERID"; cat; printf '}'"#,
+        );
+        script(
+            &d,
+            "failer",
+            r#"echo '{"cniVersion":"1.1.0","code":11,"msg":"busy","details":"d"}'; exit 1"#,
+        );
+        script(&d, "crasher", "echo oops >&2; exit 3");
+        let env = PluginEnv {
+            container_id: "c1".into(),
+            cni_path: vec![d.clone()],
+            ..PluginEnv::default()
+        };
+        let prog = find_plugin("echoer", &env.cni_path).unwrap();
+        let out = exec(&prog, Command::Del, &env, br#"{"x":1}"#).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["cmd"], "DEL");
+        assert_eq!(v["cid"], "c1");
+        assert_eq!(v["stdin"]["x"], 1);
+
+        let e = exec(&d.join("failer"), Command::Add, &env, b"{}").unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str(), e.details.as_str()),
+            (11, "busy", "d")
+        );
+        let e = exec(&d.join("crasher"), Command::Add, &env, b"{}").unwrap_err();
+        assert_eq!(e.code, code::INTERNAL);
+        assert!(e.msg.contains("oops"), "{}", e.msg);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,22 @@
+//! The common library of the CNI plugin suite. Everything two plugins would otherwise both write
+//! lives here; a plugin crate is a thin layer over it.
+//!
+//! The path of one call: [`skel`] reads the environment and stdin, validates them and dispatches to
+//! the plugin's [`skel::Plugin`] implementation; the plugin uses [`invoke`] for IPAM, [`netns`] and
+//! `netlink` for the kernel, and returns a [`spec::CniResult`] or a [`CniError`].
+
+pub mod args;
+pub mod error;
+pub mod fsutil;
+pub mod invoke;
+pub mod lock;
+pub mod logging;
+pub mod netns;
+pub mod skel;
+pub mod spec;
+pub mod validate;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{code, CniError, Result, ResultExt};
