@@ -13,6 +13,8 @@ pub mod lock;
 pub mod logging;
 pub mod netns;
 pub mod skel;
+#[cfg(test)]
+mod skel_tests;
 pub mod spec;
 pub mod validate;
 
