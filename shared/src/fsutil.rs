@@ -1,5 +1,7 @@
-//! Crash-safe file writes: a temp file in the same directory, fsync, then rename (replace) or
-//! link (create only if absent), then fsync of the directory. A reader never sees a torn file.
+//! Atomic file writes: a temp file in the same directory, then rename (replace) or link (create
+//! only if absent). A reader never sees a torn file. With [`Durability::Durable`] the file and its
+//! directory are fsynced too, for state a crash must not lose (a lease); [`Durability::BestEffort`]
+//! skips the fsyncs for state that can be rebuilt (an index, a round-robin cursor).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -8,6 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether a write must survive a crash of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its directory.
+    Durable,
+    /// Atomic, but not fsynced.
+    BestEffort,
+}
 
 fn temp_path(path: &Path) -> io::Result<PathBuf> {
     let dir = path
@@ -21,14 +32,17 @@ fn temp_path(path: &Path) -> io::Result<PathBuf> {
     Ok(dir.join(format!(".{name}.tmp-{}-{n}", std::process::id())))
 }
 
-fn write_temp(path: &Path, data: &[u8], mode: u32) -> io::Result<PathBuf> {
+fn write_temp(path: &Path, data: &[u8], mode: u32, d: Durability) -> io::Result<PathBuf> {
     let tmp = temp_path(path)?;
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&tmp)?;
-    let written = f.write_all(data).and_then(|()| f.sync_all());
+    let written = f.write_all(data).and_then(|()| match d {
+        Durability::Durable => f.sync_all(),
+        Durability::BestEffort => Ok(()),
+    });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -42,29 +56,31 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Replace `path` with `data` atomically (mode applies to a new file).
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = write_temp(path, data, mode)?;
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32, d: Durability) -> io::Result<()> {
+    let tmp = write_temp(path, data, mode, d)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
+    sync_parent(path, d)
+}
+
+fn sync_parent(path: &Path, d: Durability) -> io::Result<()> {
+    match (d, path.parent()) {
+        (Durability::Durable, Some(dir)) => sync_dir(dir),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Create `path` holding `data` only if it does not exist; `Ok(false)` when it already does.
 /// The file appears complete or not at all.
-pub fn create_new_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<bool> {
-    let tmp = write_temp(path, data, mode)?;
+pub fn create_new_atomic(path: &Path, data: &[u8], mode: u32, d: Durability) -> io::Result<bool> {
+    let tmp = write_temp(path, data, mode, d)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => {
-            if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
-            }
+            sync_parent(path, d)?;
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -94,14 +110,14 @@ mod tests {
             0o700
         );
         let f = dir.join("a");
-        assert!(create_new_atomic(&f, b"one", 0o600).unwrap());
-        assert!(!create_new_atomic(&f, b"two", 0o600).unwrap());
+        assert!(create_new_atomic(&f, b"one", 0o600, Durability::Durable).unwrap());
+        assert!(!create_new_atomic(&f, b"two", 0o600, Durability::BestEffort).unwrap());
         assert_eq!(std::fs::read(&f).unwrap(), b"one");
         assert_eq!(
             std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        write_atomic(&f, b"three", 0o600).unwrap();
+        write_atomic(&f, b"three", 0o600, Durability::BestEffort).unwrap();
         assert_eq!(std::fs::read(&f).unwrap(), b"three");
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");

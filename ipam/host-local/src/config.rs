@@ -1,0 +1,267 @@
+//! The `ipam` section of a host-local configuration, with defaults and validation, and the
+//! addresses a runtime asked for.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use serde_json::Value;
+
+use cni_shared::skel::Request;
+use cni_shared::spec::{cidr::serde_cidr, decode_value, Route};
+use cni_shared::{CniError, Result};
+
+use crate::range::{Range, RangeSet, RangeSpec};
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+
+/// A range as written: `{subnet, rangeStart, rangeEnd, gateway}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RangeJson {
+    #[serde(default, with = "opt_cidr")]
+    subnet: Option<IpNetwork>,
+    #[serde(rename = "rangeStart", default)]
+    range_start: Option<IpAddr>,
+    #[serde(rename = "rangeEnd", default)]
+    range_end: Option<IpAddr>,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
+}
+
+impl From<&RangeJson> for RangeSpec {
+    fn from(r: &RangeJson) -> RangeSpec {
+        RangeSpec {
+            subnet: r.subnet,
+            range_start: r.range_start,
+            range_end: r.range_end,
+            gateway: r.gateway,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RouteJson {
+    #[serde(with = "serde_cidr")]
+    dst: IpNetwork,
+    #[serde(default)]
+    gw: Option<IpAddr>,
+}
+
+/// The keys of the `ipam` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct IpamJson {
+    #[serde(default)]
+    ranges: Vec<Vec<RangeJson>>,
+    /// The legacy single range at the top of the section.
+    #[serde(flatten)]
+    legacy: RangeJson,
+    #[serde(default)]
+    routes: Vec<RouteJson>,
+    #[serde(rename = "dataDir", default)]
+    data_dir: Option<String>,
+    #[serde(rename = "resolvConf", default)]
+    resolv_conf: Option<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+/// The validated host-local configuration.
+#[derive(Debug, Clone)]
+pub struct IpamConfig {
+    pub network: String,
+    pub range_sets: Vec<RangeSet>,
+    pub routes: Vec<Route>,
+    pub data_dir: PathBuf,
+    pub resolv_conf: Option<PathBuf>,
+    /// Addresses and networks never handed out.
+    pub exclude: Vec<IpNetwork>,
+}
+
+impl IpamConfig {
+    pub fn from_request(req: &Request) -> Result<IpamConfig> {
+        let section = req
+            .raw
+            .get("ipam")
+            .ok_or_else(|| CniError::invalid_config("ipam: missing section"))?;
+        let json: IpamJson = decode_value(section, "ipam")?;
+        // Capability `ipRanges` replaces the configured ranges.
+        let capability: Option<Vec<Vec<RangeJson>>> = req.conf.runtime_config_field("ipRanges")?;
+        let (sets_json, key) = match capability.filter(|c| !c.is_empty()) {
+            Some(c) => (c, "runtimeConfig.ipRanges"),
+            None => {
+                let mut sets = Vec::new();
+                if json.legacy.subnet.is_some() {
+                    sets.push(vec![json.legacy.clone()]);
+                }
+                sets.extend(json.ranges.iter().cloned());
+                (sets, "ipam.ranges")
+            }
+        };
+        if sets_json.is_empty() {
+            return Err(CniError::invalid_config(
+                "ipam.ranges: no IP ranges specified (give `ranges` or `subnet`)",
+            ));
+        }
+        let mut range_sets: Vec<RangeSet> = Vec::new();
+        for (i, set) in sets_json.iter().enumerate() {
+            let at = format!("{key}[{i}]");
+            let ranges = set
+                .iter()
+                .enumerate()
+                .map(|(j, r)| Range::canonical(&r.into(), &format!("{at}[{j}]")))
+                .collect::<Result<Vec<_>>>()?;
+            let rs = RangeSet::new(ranges, &at)?;
+            if let Some(k) = range_sets.iter().position(|o| o.overlaps(&rs)) {
+                return Err(CniError::invalid_config(format!(
+                    "{at}: overlaps range set {k} ({})",
+                    range_sets[k].describe()
+                )));
+            }
+            range_sets.push(rs);
+        }
+        let data_dir = match json.data_dir.as_deref().filter(|d| !d.is_empty()) {
+            None => PathBuf::from(DEFAULT_DATA_DIR),
+            Some(d) => safe_abs_path("ipam.dataDir", d)?,
+        };
+        let resolv_conf = json
+            .resolv_conf
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|p| safe_abs_path("ipam.resolvConf", p))
+            .transpose()?;
+        let exclude = json
+            .exclude
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                parse_ip_or_cidr(s)
+                    .map_err(|m| CniError::invalid_config(format!("ipam.exclude[{i}]: {m}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(IpamConfig {
+            network: req.conf.name.clone(),
+            range_sets,
+            routes: json
+                .routes
+                .iter()
+                .map(|r| Route::new(r.dst, r.gw))
+                .collect(),
+            data_dir,
+            resolv_conf,
+            exclude,
+        })
+    }
+
+    pub fn is_excluded(&self, ip: IpAddr) -> bool {
+        self.exclude
+            .iter()
+            .any(|n| n.contains(ip) && n.is_ipv4() == ip.is_ipv4())
+    }
+
+    /// The network's state directory.
+    pub fn network_dir(&self) -> PathBuf {
+        self.data_dir.join(&self.network)
+    }
+}
+
+/// An absolute path without `..` components (config values become paths we write under).
+fn safe_abs_path(key: &str, p: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(CniError::invalid_config(format!(
+            "{key}: {p:?} must be an absolute path"
+        )));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(CniError::invalid_config(format!(
+            "{key}: {p:?} must not contain '..'"
+        )));
+    }
+    if p.contains('\0') {
+        return Err(CniError::invalid_config(format!(
+            "{key}: contains a NUL byte"
+        )));
+    }
+    Ok(path)
+}
+
+/// `10.0.0.5` (a /32 or /128) or `10.0.0.64/28`.
+pub fn parse_ip_or_cidr(s: &str) -> std::result::Result<IpNetwork, String> {
+    if s.contains('/') {
+        cni_shared::spec::parse_cidr(s)
+    } else {
+        let ip: IpAddr = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address"))?;
+        IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).map_err(|e| e.to_string())
+    }
+}
+
+/// The addresses the runtime asked for: capability `ips` (runtimeConfig), else `args.cni.ips`,
+/// else CNI_ARGS `IP=` (a comma list). Each may carry a prefix, which is ignored.
+pub fn requested_ips(req: &Request) -> Result<Vec<IpAddr>> {
+    let parse_list = |list: Vec<String>, key: &str| -> Result<Vec<IpAddr>> {
+        list.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                parse_ip_or_cidr(s.trim())
+                    .map(|n| n.ip())
+                    .map_err(|m| CniError::invalid_config(format!("{key}[{i}]: {m}")))
+            })
+            .collect()
+    };
+    if let Some(list) = req.conf.runtime_config_field::<Vec<String>>("ips")? {
+        if !list.is_empty() {
+            return parse_list(list, "runtimeConfig.ips");
+        }
+    }
+    if let Some(list) = req.conf.args_cni_field::<Vec<String>>("ips")? {
+        if !list.is_empty() {
+            return parse_list(list, "args.cni.ips");
+        }
+    }
+    let args = req.cni_args()?;
+    args.check_known(&[
+        "IP",
+        "K8S_POD_NAMESPACE",
+        "K8S_POD_NAME",
+        "K8S_POD_INFRA_CONTAINER_ID",
+        "K8S_POD_UID",
+    ])?;
+    match args.get("IP").filter(|v| !v.is_empty()) {
+        None => Ok(Vec::new()),
+        Some(v) => v
+            .split(',')
+            .map(|s| {
+                parse_ip_or_cidr(s.trim())
+                    .map(|n| n.ip())
+                    .map_err(|m| CniError::invalid_env(format!("CNI_ARGS IP: {m}")))
+            })
+            .collect(),
+    }
+}
+
+/// serde for an optional CIDR string.
+mod opt_cidr {
+    use super::*;
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<IpNetwork>, D::Error> {
+        match Option::<Value>::deserialize(d)? {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => cni_shared::spec::parse_cidr(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "expected a CIDR string, got {other}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The lease store, in the reference's on-disk layout so users can switch implementations both
+//! ways without losing leases:
+//!
+//! ```text
+//! <dataDir>/<network>/lock                    flock held during every change
+//! <dataDir>/<network>/<ip>                    "<containerID>\r\n<ifname>" (older: "<containerID>")
+//! <dataDir>/<network>/last_reserved_ip.<n>    round-robin cursor of range set n
+//! <dataDir>/<network>/.attachments/<cid>@<if> ours: the attachment's addresses, one per line
+//! ```
+//!
+//! The `.attachments` index lets ADD refuse a second allocation and DEL find the leases without
+//! reading every lease file. It is a hint, checked against the lease files; an attachment without
+//! an index entry (written by the reference, or before a crash) is found by a full scan.
+
+use std::io::ErrorKind;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use cni_shared::fsutil::{self, Durability};
+use cni_shared::lock::{FileLock, DEFAULT_LOCK_TIMEOUT};
+use cni_shared::{CniError, Result};
+
+const LAST_PREFIX: &str = "last_reserved_ip.";
+const INDEX_DIR: &str = ".attachments";
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// Who holds a lease, as read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Attachment {
+        id: String,
+        ifname: String,
+    },
+    /// Files from old reference versions hold only the container ID.
+    LegacyId(String),
+    /// Empty or unreadable content (a torn write, or garbage): reported, never matched.
+    Garbage(String),
+}
+
+impl Owner {
+    pub fn parse(content: &str) -> Owner {
+        let t = content.trim();
+        let lines: Vec<&str> = t.lines().map(str::trim).collect();
+        match lines.as_slice() {
+            [id, ifname] if !id.is_empty() && !ifname.is_empty() => Owner::Attachment {
+                id: id.to_string(),
+                ifname: ifname.to_string(),
+            },
+            [id] if !id.is_empty() => Owner::LegacyId(id.to_string()),
+            _ => Owner::Garbage(t.chars().take(64).collect()),
+        }
+    }
+
+    pub fn matches(&self, id: &str, ifname: &str) -> bool {
+        match self {
+            Owner::Attachment { id: i, ifname: f } => i == id && f == ifname,
+            Owner::LegacyId(i) => i == id,
+            Owner::Garbage(_) => false,
+        }
+    }
+
+    pub fn container_id(&self) -> &str {
+        match self {
+            Owner::Attachment { id, .. } | Owner::LegacyId(id) => id,
+            Owner::Garbage(_) => "<unreadable lease file>",
+        }
+    }
+}
+
+/// The store of one network, locked for as long as it lives.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    _lock: Option<FileLock>,
+}
+
+impl Store {
+    /// Create the network's directory if needed and take its lock.
+    pub fn open_locked(dir: &Path) -> Result<Store> {
+        if let Some(parent) = dir.parent() {
+            fsutil::ensure_dir(parent, 0o755)
+                .map_err(|e| CniError::io(format!("creating {}: {e}", parent.display())))?;
+        }
+        fsutil::ensure_dir(dir, DIR_MODE)
+            .map_err(|e| CniError::io(format!("creating {}: {e}", dir.display())))?;
+        let lock = FileLock::exclusive(&dir.join("lock"), DEFAULT_LOCK_TIMEOUT)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Lock an existing network directory; `None` when it does not exist (nothing leased).
+    pub fn open_existing_locked(dir: &Path) -> Result<Option<Store>> {
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        Self::open_locked(dir).map(Some)
+    }
+
+    /// A read-only view without the lock and without creating anything (STATUS).
+    pub fn open_unlocked(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            _lock: None,
+        }
+    }
+
+    fn lease_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    /// Whether any file holds `ip` (cheap: one stat).
+    pub fn is_taken(&self, ip: IpAddr) -> bool {
+        std::fs::symlink_metadata(self.lease_path(ip)).is_ok()
+    }
+
+    /// The holder of `ip`, if any.
+    pub fn owner(&self, ip: IpAddr) -> Result<Option<Owner>> {
+        let p = self.lease_path(ip);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(Owner::parse(&String::from_utf8_lossy(&b)))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CniError::io(format!("reading lease {}: {e}", p.display()))),
+        }
+    }
+
+    /// Take `ip` for the attachment; `false` when someone holds it. Durable: a crash never
+    /// loses a lease that ADD reported.
+    pub fn reserve(&self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool> {
+        let p = self.lease_path(ip);
+        fsutil::create_new_atomic(
+            &p,
+            format!("{id}\r\n{ifname}").as_bytes(),
+            FILE_MODE,
+            Durability::Durable,
+        )
+        .map_err(|e| CniError::io(format!("writing lease {}: {e}", p.display())))
+    }
+
+    /// Drop the lease on `ip` (gone already is fine).
+    pub fn release(&self, ip: IpAddr) -> Result<()> {
+        let p = self.lease_path(ip);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CniError::io(format!("removing lease {}: {e}", p.display()))),
+        }
+    }
+
+    pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
+        std::fs::read_to_string(self.dir.join(format!("{LAST_PREFIX}{set}")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<()> {
+        let p = self.dir.join(format!("{LAST_PREFIX}{set}"));
+        fsutil::write_atomic(
+            &p,
+            ip.to_string().as_bytes(),
+            FILE_MODE,
+            Durability::BestEffort,
+        )
+        .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
+    }
+
+    fn index_path(&self, id: &str, ifname: &str) -> PathBuf {
+        // Container IDs cannot contain '@' or start with '~', so names never collide.
+        let plain = format!("{id}@{ifname}");
+        let name = if plain.len() <= 240 {
+            plain
+        } else {
+            format!("~{:016x}@{ifname}", fnv1a(id.as_bytes()))
+        };
+        self.dir.join(INDEX_DIR).join(name)
+    }
+
+    /// The attachment's addresses according to the index (`None`: no usable entry).
+    pub fn index_get(&self, id: &str, ifname: &str) -> Option<Vec<IpAddr>> {
+        let content = std::fs::read_to_string(self.index_path(id, ifname)).ok()?;
+        let mut lines = content.lines();
+        if lines.next() != Some(id) || lines.next() != Some(ifname) {
+            return None;
+        }
+        lines.map(|l| l.parse().ok()).collect()
+    }
+
+    pub fn index_put(&self, id: &str, ifname: &str, ips: &[IpAddr]) -> Result<()> {
+        let dir = self.dir.join(INDEX_DIR);
+        fsutil::ensure_dir(&dir, DIR_MODE)
+            .map_err(|e| CniError::io(format!("creating {}: {e}", dir.display())))?;
+        let mut body = format!("{id}\n{ifname}\n");
+        for ip in ips {
+            body.push_str(&format!("{ip}\n"));
+        }
+        let p = self.index_path(id, ifname);
+        fsutil::write_atomic(&p, body.as_bytes(), FILE_MODE, Durability::BestEffort)
+            .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
+    }
+
+    pub fn index_remove(&self, id: &str, ifname: &str) -> Result<()> {
+        let p = self.index_path(id, ifname);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CniError::io(format!("removing {}: {e}", p.display()))),
+        }
+    }
+
+    /// Every index entry as (file path, container ID, ifname); unreadable entries are skipped.
+    pub fn index_entries(&self) -> Vec<(PathBuf, String, String)> {
+        let Ok(rd) = std::fs::read_dir(self.dir.join(INDEX_DIR)) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let content = std::fs::read_to_string(e.path()).ok()?;
+                let mut lines = content.lines();
+                let id = lines.next()?.to_string();
+                let ifname = lines.next()?.to_string();
+                Some((e.path(), id, ifname))
+            })
+            .collect()
+    }
+
+    /// Every lease in the directory (a full scan: GC, and DEL of an attachment the index does
+    /// not know). Torn or garbage files come back as [`Owner::Garbage`].
+    pub fn scan(&self) -> Result<Vec<(IpAddr, Owner)>> {
+        let rd = std::fs::read_dir(&self.dir)
+            .map_err(|e| CniError::io(format!("reading {}: {e}", self.dir.display())))?;
+        let mut out = Vec::new();
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(ip) = name.to_str().and_then(|n| n.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            match std::fs::read(entry.path()) {
+                Ok(b) => out.push((ip, Owner::parse(&String::from_utf8_lossy(&b)))),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => out.push((ip, Owner::Garbage(e.to_string()))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Make the directory's new and removed entries durable.
+    pub fn sync(&self) -> Result<()> {
+        fsutil::sync_dir(&self.dir)
+            .map_err(|e| CniError::io(format!("syncing {}: {e}", self.dir.display())))
+    }
+}
+
+/// FNV-1a, 64 bit: a stable short name for over-long container IDs.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_parse_like_the_reference_writes_them() {
+        assert_eq!(
+            Owner::parse("abc\r\neth0"),
+            Owner::Attachment {
+                id: "abc".into(),
+                ifname: "eth0".into()
+            }
+        );
+        assert_eq!(Owner::parse("abc\n"), Owner::LegacyId("abc".into()));
+        assert!(matches!(Owner::parse(""), Owner::Garbage(_)));
+        assert!(matches!(Owner::parse("a\nb\nc"), Owner::Garbage(_)));
+        assert!(Owner::LegacyId("abc".into()).matches("abc", "net1"));
+        assert!(!Owner::parse("abc\r\neth0").matches("abc", "eth1"));
+    }
+}
