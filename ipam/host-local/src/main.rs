@@ -137,16 +137,29 @@ impl Plugin for HostLocal {
 }
 
 /// STATUS: the network dir (or the nearest existing parent, which ADD would create it under)
-/// must be writable.
+/// must take a new file: a probe file is created and removed at once.
 fn writable(dir: &Path) -> Result<()> {
     let existing = dir
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or_else(|| Path::new("/"));
-    nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK).map_err(|e| {
-        CniError::new(
+    let probe = existing.join(format!(".host-local-status-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(CniError::new(
             code::NOT_AVAILABLE,
-            format!("data dir {} is not writable: {e}", existing.display()),
-        )
-    })
+            format!(
+                "data dir {} is not writable ({} refuses new files: {e})",
+                dir.display(),
+                existing.display()
+            ),
+        )),
+    }
 }

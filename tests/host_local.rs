@@ -1,0 +1,381 @@
+//! host-local as a real process, driven like a runtime drives it, inside a sandbox host.
+
+use std::collections::HashSet;
+
+use cni_shared::skel::Command;
+use cni_shared::spec::Version;
+use cni_tests::testkit::{Call, Sandbox, TempDir};
+use serde_json::{json, Value};
+
+fn conf(data: &TempDir, ipam: Value) -> Value {
+    let mut ipam = ipam;
+    ipam["type"] = json!("host-local");
+    ipam["dataDir"] = json!(data.path());
+    json!({"cniVersion": "1.1.0", "name": "hlnet", "type": "bridge", "ipam": ipam})
+}
+
+fn v4(data: &TempDir) -> Value {
+    conf(
+        data,
+        json!({"ranges": [[{"subnet": "10.10.0.0/24", "rangeStart": "10.10.0.10", "rangeEnd": "10.10.0.250"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}),
+    )
+}
+
+fn add(host: &Sandbox, c: &Value, id: &str) -> Result<Value, cni_shared::CniError> {
+    Call::new("host-local", Command::Add, c.clone())
+        .container(id, "eth0", Some(host.path()))
+        .run_in(host)
+        .map(|o| o.json())
+}
+
+fn call(host: &Sandbox, cmd: Command, c: &Value, id: &str) -> Result<(), cni_shared::CniError> {
+    Call::new("host-local", cmd, c.clone())
+        .container(id, "eth0", Some(host.path()))
+        .run_in(host)
+        .map(|_| ())
+}
+
+fn leases(data: &TempDir) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data.path().join("hlnet"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn add_check_del_cycle_with_reference_layout() {
+    let host = Sandbox::new("hl-cycle");
+    let data = TempDir::new("hl-cycle");
+    let c = v4(&data);
+    let r = add(&host, &c, "ctr1").unwrap();
+    assert_eq!(r["cniVersion"], "1.1.0");
+    assert_eq!(r["ips"][0]["address"], "10.10.0.10/24");
+    assert_eq!(r["ips"][0]["gateway"], "10.10.0.1");
+    assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+    assert!(
+        r.get("interfaces").is_none(),
+        "IPAM results carry no interfaces"
+    );
+    let lease = data.path().join("hlnet/10.10.0.10");
+    assert_eq!(std::fs::read_to_string(&lease).unwrap(), "ctr1\r\neth0");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&lease).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(data.path().join("hlnet/lock").exists());
+
+    let mut check = c.clone();
+    check["prevResult"] = r.clone();
+    call(&host, Command::Check, &check, "ctr1").unwrap();
+    call(&host, Command::Del, &c, "ctr1").unwrap();
+    assert!(leases(&data).is_empty());
+    let e = call(&host, Command::Check, &check, "ctr1").unwrap_err();
+    assert_eq!(
+        e.code, 102,
+        "CHECK fails once the reservation is gone: {}",
+        e.msg
+    );
+    call(&host, Command::Del, &c, "ctr1").unwrap();
+    // DEL without CNI_NETNS is fine too.
+    Call::new("host-local", Command::Del, c.clone())
+        .container("ctr1", "eth0", None)
+        .run_in(&host)
+        .unwrap();
+}
+
+#[test]
+fn every_result_version() {
+    let host = Sandbox::new("hl-vers");
+    let data = TempDir::new("hl-vers");
+    for (i, v) in Version::ALL.iter().enumerate() {
+        let mut c = v4(&data);
+        c["cniVersion"] = json!(v.as_str());
+        let id = format!("v{i}");
+        let r = add(&host, &c, &id).unwrap();
+        assert_eq!(r["cniVersion"], v.as_str());
+        match v.as_str() {
+            "0.1.0" | "0.2.0" => assert!(r["ip4"]["ip"].is_string(), "{r}"),
+            "0.3.0" | "0.3.1" | "0.4.0" => assert_eq!(r["ips"][0]["version"], "4"),
+            _ => assert!(r["ips"][0].get("version").is_none()),
+        }
+        call(&host, Command::Del, &c, &id).unwrap();
+    }
+    assert!(leases(&data).is_empty());
+}
+
+#[test]
+fn fifty_parallel_adds_get_distinct_addresses() {
+    let host = Sandbox::new("hl-par");
+    let data = TempDir::new("hl-par");
+    let c = v4(&data);
+    let addrs: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let (host, c) = (&host, &c);
+                s.spawn(move || {
+                    add(host, c, &format!("par{i}")).unwrap()["ips"][0]["address"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unique: HashSet<&String> = addrs.iter().collect();
+    assert_eq!(unique.len(), 50, "duplicate addresses: {addrs:?}");
+    assert_eq!(leases(&data).len(), 50);
+    std::thread::scope(|s| {
+        for i in 0..50 {
+            let (host, c) = (&host, &c);
+            s.spawn(move || call(host, Command::Del, c, &format!("par{i}")).unwrap());
+        }
+    });
+    assert!(leases(&data).is_empty());
+}
+
+#[test]
+fn dual_stack_failure_releases_the_ipv4_lease() {
+    let host = Sandbox::new("hl-ds");
+    let data = TempDir::new("hl-ds");
+    let c = conf(
+        &data,
+        json!({"ranges": [
+            [{"subnet": "10.20.0.0/24"}],
+            [{"subnet": "fd20::/64", "rangeStart": "fd20::10", "rangeEnd": "fd20::10"}]
+        ]}),
+    );
+    let r = add(&host, &c, "ds1").unwrap();
+    let got: Vec<&str> = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["10.20.0.2/24", "fd20::10/64"]);
+    let e = add(&host, &c, "ds2").unwrap_err();
+    assert_eq!(e.code, 100);
+    assert!(e.msg.contains("fd20::/64"), "{}", e.msg);
+    assert_eq!(
+        leases(&data),
+        ["10.20.0.2", "fd20::10"],
+        "ds2's IPv4 lease was rolled back"
+    );
+}
+
+#[test]
+fn requested_addresses_by_every_channel() {
+    let host = Sandbox::new("hl-req");
+    let data = TempDir::new("hl-req");
+    let c = v4(&data);
+    let r = Call::new("host-local", Command::Add, c.clone())
+        .container("a1", "eth0", Some(host.path()))
+        .args("IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.10.0.77")
+        .run_in(&host)
+        .unwrap()
+        .json();
+    assert_eq!(r["ips"][0]["address"], "10.10.0.77/24");
+    let mut rc = c.clone();
+    rc["runtimeConfig"] = json!({"ips": ["10.10.0.78/24"]});
+    rc["args"] = json!({"cni": {"ips": ["10.10.0.79"]}});
+    // runtimeConfig wins over args.cni and CNI_ARGS.
+    let r = Call::new("host-local", Command::Add, rc)
+        .container("a2", "eth0", Some(host.path()))
+        .args("IP=10.10.0.80")
+        .run_in(&host)
+        .unwrap()
+        .json();
+    assert_eq!(r["ips"][0]["address"], "10.10.0.78/24");
+    let mut ac = c.clone();
+    ac["args"] = json!({"cni": {"ips": ["10.10.0.79"]}});
+    assert_eq!(
+        add(&host, &ac, "a3").unwrap()["ips"][0]["address"],
+        "10.10.0.79/24"
+    );
+    // Taken: the error names the address and its holder.
+    let e = Call::new("host-local", Command::Add, c.clone())
+        .container("a4", "eth0", Some(host.path()))
+        .args("IP=10.10.0.77")
+        .run_in(&host)
+        .unwrap_err();
+    assert_eq!(e.code, 101);
+    assert!(
+        e.msg.contains("10.10.0.77") && e.msg.contains("a1"),
+        "{}",
+        e.msg
+    );
+    // Unknown CNI_ARGS keys need IgnoreUnknown.
+    let e = Call::new("host-local", Command::Add, c.clone())
+        .container("a5", "eth0", Some(host.path()))
+        .args("FOO=1")
+        .run_in(&host)
+        .unwrap_err();
+    assert_eq!(e.code, 4);
+}
+
+#[test]
+fn ip_ranges_capability_legacy_subnet_exclude_and_resolv_conf() {
+    let host = Sandbox::new("hl-keys");
+    let data = TempDir::new("hl-keys");
+    let resolv = data.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 10.30.0.53\nsearch svc.local\noptions ndots:3\n",
+    )
+    .unwrap();
+    let mut c = conf(
+        &data,
+        json!({"subnet": "10.30.0.0/24", "gateway": "10.30.0.254",
+                                   "exclude": ["10.30.0.1", "10.30.0.2/31"], "resolvConf": resolv}),
+    );
+    let r = add(&host, &c, "k1").unwrap();
+    assert_eq!(r["ips"][0]["address"], "10.30.0.4/24");
+    assert_eq!(r["ips"][0]["gateway"], "10.30.0.254");
+    assert_eq!(r["dns"]["nameservers"][0], "10.30.0.53");
+    assert_eq!(r["dns"]["search"][0], "svc.local");
+    c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.31.0.0/24"}]]});
+    let r = add(&host, &c, "k2").unwrap();
+    assert_eq!(r["ips"][0]["address"], "10.31.0.2/24");
+}
+
+#[test]
+fn gc_and_status() {
+    let host = Sandbox::new("hl-gc");
+    let data = TempDir::new("hl-gc");
+    let c = v4(&data);
+    for id in ["g1", "g2", "g3"] {
+        add(&host, &c, id).unwrap();
+    }
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "g2", "ifname": "eth0"}]);
+    Call::new("host-local", Command::Gc, gc)
+        .run_in(&host)
+        .unwrap();
+    assert_eq!(leases(&data), ["10.10.0.11"]);
+    // The older spelling is honoured too.
+    let mut gc_old = c.clone();
+    gc_old["cni.dev/attachments"] = json!([]);
+    Call::new("host-local", Command::Gc, gc_old)
+        .run_in(&host)
+        .unwrap();
+    assert!(leases(&data).is_empty());
+
+    Call::new("host-local", Command::Status, c.clone())
+        .run_in(&host)
+        .unwrap();
+    let full = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.40.0.0/24", "rangeStart": "10.40.0.9", "rangeEnd": "10.40.0.9"}]]}),
+    );
+    add(&host, &full, "f1").unwrap();
+    let e = Call::new("host-local", Command::Status, full)
+        .run_in(&host)
+        .unwrap_err();
+    assert_eq!(e.code, 50);
+    assert!(e.msg.contains("10.40.0.0/24"), "{}", e.msg);
+    // A data dir under a regular file can never be created.
+    let blocker = data.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let mut ro = conf(&data, json!({"subnet": "10.50.0.0/24"}));
+    ro["ipam"]["dataDir"] = json!(blocker.join("sub"));
+    assert_eq!(
+        Call::new("host-local", Command::Status, ro)
+            .run_in(&host)
+            .unwrap_err()
+            .code,
+        50
+    );
+}
+
+#[test]
+fn bad_input_gets_the_right_code_and_changes_nothing() {
+    let host = Sandbox::new("hl-bad");
+    let data = TempDir::new("hl-bad");
+    let good = v4(&data);
+    let run_raw = |stdin: &[u8]| {
+        Call::new("host-local", Command::Add, json!({}))
+            .container("b1", "eth0", Some(host.path()))
+            .run_raw_in(&host, stdin)
+            .unwrap_err()
+            .code
+    };
+    assert_eq!(run_raw(b"{\"cniVersion\": "), 6);
+    let mut c = good.clone();
+    c.as_object_mut().unwrap().remove("type");
+    assert_eq!(add(&host, &c, "b1").unwrap_err().code, 7);
+    let mut c = good.clone();
+    c.as_object_mut().unwrap().remove("name");
+    assert_eq!(add(&host, &c, "b1").unwrap_err().code, 7);
+    for bad_name in ["a/b", "..", "../../etc"] {
+        let mut c = good.clone();
+        c["name"] = json!(bad_name);
+        assert_eq!(add(&host, &c, "b1").unwrap_err().code, 7, "{bad_name}");
+    }
+    let mut c = good.clone();
+    c["cniVersion"] = json!("0.9.9");
+    assert_eq!(add(&host, &c, "b1").unwrap_err().code, 1);
+    let mut c = good.clone();
+    c["cniVersion"] = json!("0.3.1");
+    assert_eq!(call(&host, Command::Check, &c, "b1").unwrap_err().code, 1);
+    let mut c = good.clone();
+    c["cniVersion"] = json!("1.0.0");
+    assert_eq!(
+        Call::new("host-local", Command::Gc, c.clone())
+            .run_in(&host)
+            .unwrap_err()
+            .code,
+        1
+    );
+    assert_eq!(
+        Call::new("host-local", Command::Status, c)
+            .run_in(&host)
+            .unwrap_err()
+            .code,
+        1
+    );
+    let mut c = good.clone();
+    c["ipam"]["ranges"][0][0]["rangeStart"] = json!("10.99.0.1");
+    let e = add(&host, &c, "b1").unwrap_err();
+    assert_eq!(e.code, 7);
+    assert!(
+        e.msg.contains("rangeStart") && e.msg.contains("10.99.0.1"),
+        "{}",
+        e.msg
+    );
+    for path in ["relative/dir", "/var/lib/../../etc"] {
+        let mut c = good.clone();
+        c["ipam"]["dataDir"] = json!(path);
+        assert_eq!(add(&host, &c, "b1").unwrap_err().code, 7, "{path}");
+    }
+    let env_cases = [
+        ("CNI_COMMAND", "NOPE"),
+        ("CNI_IFNAME", "bad/if"),
+        ("CNI_CONTAINERID", "../x"),
+    ];
+    for (k, v) in env_cases {
+        let call = Call::new("host-local", Command::Add, good.clone())
+            .container("b1", "eth0", Some(host.path()))
+            .env(k, v);
+        assert_eq!(call.run_in(&host).unwrap_err().code, 4, "{k}={v}");
+    }
+    let e = Call::new("host-local", Command::Add, good.clone())
+        .container("b1", "eth0", None)
+        .run_in(&host)
+        .unwrap_err();
+    assert_eq!(e.code, 4, "ADD without CNI_NETNS");
+    assert!(
+        leases(&data).is_empty(),
+        "nothing was allocated by bad input"
+    );
+    // Second ADD of one attachment is refused.
+    add(&host, &good, "dup").unwrap();
+    assert_eq!(add(&host, &good, "dup").unwrap_err().code, 101);
+}
