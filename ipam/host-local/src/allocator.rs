@@ -45,6 +45,7 @@ pub fn allocate(
     ifname: &str,
     requested: &[IpAddr],
 ) -> Result<Vec<Allocation>> {
+    store.ensure_index()?;
     if let Some(held) = held_by(store, id, ifname)?.first() {
         return Err(CniError::new(
             codes::ADDRESS_IN_USE,
@@ -57,14 +58,14 @@ pub fn allocate(
     }
     let wanted = assign_requested(cfg, store, requested)?;
     let mut taken: Vec<IpAddr> = Vec::new();
-    let result = reserve_all(cfg, store, id, ifname, &wanted, &mut taken);
+    let result = reserve_all(cfg, store, id, ifname, &wanted, &mut taken)
+        .and_then(|a| store.index_put(id, ifname, &taken).map(|()| a));
     if result.is_err() {
         for ip in &taken {
             let _ = store.release(*ip);
         }
         return result;
     }
-    store.index_put(id, ifname, &taken)?;
     store.sync()?;
     result
 }
@@ -179,23 +180,19 @@ fn assign_requested(
     Ok(wanted)
 }
 
-/// The addresses `(id, ifname)` holds: through the index when it has an entry, else by a scan.
+/// The addresses `(id, ifname)` holds, from the index (made complete first), each checked
+/// against its lease file. Legacy leases (container ID only) count for every interface.
 pub fn held_by(store: &Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
-    if let Some(ips) = store.index_get(id, ifname) {
-        let mut held = Vec::new();
-        for ip in ips {
-            if store.owner(ip)?.is_some_and(|o| o.matches(id, ifname)) {
+    store.ensure_index()?;
+    let mut held = Vec::new();
+    for key in [ifname, ""] {
+        for ip in store.index_get(id, key).unwrap_or_default() {
+            if !held.contains(&ip) && store.owner(ip)?.is_some_and(|o| o.matches(id, ifname)) {
                 held.push(ip);
             }
         }
-        return Ok(held);
     }
-    Ok(store
-        .scan()?
-        .into_iter()
-        .filter(|(_, o)| o.matches(id, ifname))
-        .map(|(ip, _)| ip)
-        .collect())
+    Ok(held)
 }
 
 /// Release everything `(id, ifname)` holds; returns the released addresses.
@@ -205,6 +202,9 @@ pub fn release(store: &Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         store.release(*ip)?;
     }
     store.index_remove(id, ifname)?;
+    if store.index_get(id, "").is_some() {
+        store.index_remove(id, "")?;
+    }
     store.sync()?;
     Ok(held)
 }
@@ -212,6 +212,7 @@ pub fn release(store: &Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
 /// GC: release every lease whose attachment is not in `valid`. Garbage files are reported and
 /// left alone. Returns the released addresses.
 pub fn collect_garbage(store: &Store, valid: &[(String, String)]) -> Result<Vec<IpAddr>> {
+    store.ensure_index()?;
     let is_valid = |o: &Owner| valid.iter().any(|(id, ifname)| o.matches(id, ifname));
     let mut released = Vec::new();
     for (ip, owner) in store.scan()? {
@@ -227,7 +228,8 @@ pub fn collect_garbage(store: &Store, valid: &[(String, String)]) -> Result<Vec<
         }
     }
     for (path, id, ifname) in store.index_entries() {
-        if !valid.iter().any(|(i, f)| *i == id && *f == ifname) {
+        let legacy_valid = ifname.is_empty() && valid.iter().any(|(i, _)| *i == id);
+        if !legacy_valid && !valid.iter().any(|(i, f)| *i == id && *f == ifname) {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -9,8 +9,11 @@
 //! ```
 //!
 //! The `.attachments` index lets ADD refuse a second allocation and DEL find the leases without
-//! reading every lease file. It is a hint, checked against the lease files; an attachment without
-//! an index entry (written by the reference, or before a crash) is found by a full scan.
+//! reading every lease file. Every entry is checked against the lease files it names. The index
+//! is known complete when `.attachments/.stamp` holds the network directory's mtime as we left it;
+//! any other writer (the reference plugin, a crash mid-call) changes that mtime, and the next call
+//! rebuilds the index from a full scan once. Leases holding only a container ID (old reference
+//! versions) are indexed under an empty ifname and match any interface.
 
 use std::io::ErrorKind;
 use std::net::IpAddr;
@@ -73,6 +76,8 @@ impl Owner {
 pub struct Store {
     dir: PathBuf,
     _lock: Option<FileLock>,
+    /// Set once the index is known complete in this call; the stamp is then renewed on drop.
+    index_ready: std::cell::Cell<bool>,
 }
 
 impl Store {
@@ -88,6 +93,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: Some(lock),
+            index_ready: std::cell::Cell::new(false),
         })
     }
 
@@ -104,6 +110,7 @@ impl Store {
         Store {
             dir: dir.to_path_buf(),
             _lock: None,
+            index_ready: std::cell::Cell::new(false),
         }
     }
 
@@ -209,12 +216,59 @@ impl Store {
         }
     }
 
+    fn dir_mtime(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&self.dir).ok()?;
+        Some(format!("{}.{:09}", m.mtime(), m.mtime_nsec()))
+    }
+
+    fn stamp_path(&self) -> PathBuf {
+        self.dir.join(INDEX_DIR).join(".stamp")
+    }
+
+    /// Make the index complete: nothing to do when the stamp shows we were the last writer;
+    /// otherwise rebuild it from a full scan (after a crash, or leases written by the reference).
+    pub fn ensure_index(&self) -> Result<()> {
+        if self.index_ready.get() {
+            return Ok(());
+        }
+        let stamp = std::fs::read_to_string(self.stamp_path()).ok();
+        if stamp.is_some() && stamp == self.dir_mtime() {
+            self.index_ready.set(true);
+            return Ok(());
+        }
+        let leases = self.scan()?;
+        tracing::info!(leases = leases.len(), dir = %self.dir.display(), "rebuilding the attachment index");
+        for (path, _, _) in self.index_entries() {
+            let _ = std::fs::remove_file(path);
+        }
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<IpAddr>> =
+            Default::default();
+        for (ip, owner) in leases {
+            match owner {
+                Owner::Attachment { id, ifname } => {
+                    groups.entry((id, ifname)).or_default().push(ip)
+                }
+                Owner::LegacyId(id) => groups.entry((id, String::new())).or_default().push(ip),
+                Owner::Garbage(what) => {
+                    tracing::warn!(%ip, "lease file is unreadable ({what:?}); skipped");
+                }
+            }
+        }
+        for ((id, ifname), ips) in groups {
+            self.index_put(&id, &ifname, &ips)?;
+        }
+        self.index_ready.set(true);
+        Ok(())
+    }
+
     /// Every index entry as (file path, container ID, ifname); unreadable entries are skipped.
     pub fn index_entries(&self) -> Vec<(PathBuf, String, String)> {
         let Ok(rd) = std::fs::read_dir(self.dir.join(INDEX_DIR)) else {
             return Vec::new();
         };
         rd.flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| {
                 let content = std::fs::read_to_string(e.path()).ok()?;
                 let mut lines = content.lines();
@@ -225,8 +279,8 @@ impl Store {
             .collect()
     }
 
-    /// Every lease in the directory (a full scan: GC, and DEL of an attachment the index does
-    /// not know). Torn or garbage files come back as [`Owner::Garbage`].
+    /// Every lease in the directory (a full scan: GC, and rebuilding the index). Torn or garbage
+    /// files come back as [`Owner::Garbage`].
     pub fn scan(&self) -> Result<Vec<(IpAddr, Owner)>> {
         let rd = std::fs::read_dir(&self.dir)
             .map_err(|e| CniError::io(format!("reading {}: {e}", self.dir.display())))?;
@@ -245,10 +299,31 @@ impl Store {
         Ok(out)
     }
 
+    /// Remember the directory's mtime as ours (see the module doc). Called when the lock is
+    /// released; a failure only costs the next call a rebuild.
+    fn record_stamp(&self) {
+        if let Some(m) = self.dir_mtime() {
+            let _ = fsutil::write_atomic(
+                &self.stamp_path(),
+                m.as_bytes(),
+                FILE_MODE,
+                Durability::BestEffort,
+            );
+        }
+    }
+
     /// Make the directory's new and removed entries durable.
     pub fn sync(&self) -> Result<()> {
         fsutil::sync_dir(&self.dir)
             .map_err(|e| CniError::io(format!("syncing {}: {e}", self.dir.display())))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.index_ready.get() && self._lock.is_some() {
+            self.record_stamp();
+        }
     }
 }
 

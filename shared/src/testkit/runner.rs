@@ -15,17 +15,19 @@ use crate::skel::Command;
 use crate::spec::{CniResult, Version};
 
 /// The directory holding the workspace's built binaries: `CNI_TEST_BIN_DIR`, else the target
-/// directory the test executable itself was built into.
+/// directory the running test or bench executable itself was built into.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CNI_TEST_BIN_DIR") {
         return PathBuf::from(d);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf()
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    let dir = exe.parent().expect("executable has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of a built plugin binary; panics with the fix when it has not been built.

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Benchmarks: build the release binaries, then run cni-bench (sandbox namespaces, needs root).
+#   scripts/bench.sh host-local [--leases 60000] [--rounds 200]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root "$@"
+ensure_cargo
+ensure_tools ip:iproute2
+cargo build --release --workspace --bins --locked
+exec target/release/cni-bench "${@:-host-local}"
