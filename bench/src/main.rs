@@ -1,6 +1,9 @@
 //! `cni-bench`: whole-process benchmarks of the built plugins in sandbox namespaces.
 //! Run through `scripts/bench.sh`, which builds the release binaries first.
 
+// A report tool: its output is the report.
+#![allow(clippy::print_stdout)]
+
 mod host_local;
 mod stats;
 
