@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod lock;
 pub mod logging;
 pub mod netns;
+pub mod rollback;
 pub mod skel;
 #[cfg(test)]
 mod skel_tests;
