@@ -11,9 +11,12 @@ pub mod fsutil;
 pub mod invoke;
 pub mod lock;
 pub mod logging;
+pub mod mac;
+pub mod netlink;
 pub mod netns;
 pub mod skel;
 pub mod spec;
+pub mod sysctl;
 pub mod validate;
 
 #[cfg(feature = "testkit")]
