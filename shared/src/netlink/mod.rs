@@ -78,7 +78,7 @@ use crate::netns::NetNs;
 
 pub use addr::{AddrOpts, Address};
 pub use bridge::{BridgePortFlags, BridgeVlan};
-pub use create::{BridgeOpts, MacvlanOpts, VethOpts, VxlanOpts};
+pub use create::{random_veth_name, BridgeOpts, MacvlanOpts, VethOpts, VxlanOpts};
 pub use link::{BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
 pub use neigh::{FdbEntry, Neighbour};
 pub use route::{Route, RouteFilter, Scope, MAIN_TABLE};
