@@ -11,12 +11,15 @@ pub mod fsutil;
 pub mod invoke;
 pub mod lock;
 pub mod logging;
+pub mod mac;
+pub mod netlink;
 pub mod netns;
 pub mod rollback;
 pub mod skel;
 #[cfg(test)]
 mod skel_tests;
 pub mod spec;
+pub mod sysctl;
 pub mod validate;
 
 #[cfg(feature = "testkit")]

@@ -1,0 +1,392 @@
+//! Synchronous rtnetlink for the plugins: links (bridge, veth, macvlan, vxlan), bridge ports and
+//! VLANs, addresses, routes, neighbours and the VXLAN FDB.
+//!
+//! # Namespaces
+//!
+//! A [`Netlink`] is a netlink socket; it acts on the network namespace it was **created** in, for
+//! its whole life, whichever thread uses it (DESIGN.md §4). [`Netlink::open_in`] creates the socket
+//! on a short-lived thread that entered the target namespace ([`NetNs::run`]) and hands it back;
+//! no thread ever returns from a namespace. [`Netlink::current`] uses the calling thread's.
+//!
+//! # Runtime
+//!
+//! The API is synchronous. Inside, one process-wide current-thread tokio runtime drives every
+//! socket: each call is a `block_on` of its requests. Several threads may call at once (e.g. a
+//! host handle on the main thread and a container handle inside a [`NetNs::run`] closure):
+//! whichever thread holds the runtime drives the sockets for the others. Every request is
+//! bounded by [`REQUEST_TIMEOUT`].
+//!
+//! # Errors, "already exists" and "not found"
+//!
+//! Every function returns [`crate::Result`]. A kernel refusal is code 999 ([`CniError::internal`])
+//! with a message naming the object and the errno text, plus the kernel's extended-ack text when
+//! it gives one: `creating veth veth1a2b3c4d (peer eth0): File exists (os error 17)`.
+//!
+//! Callers never inspect an error to learn whether something exists. The one rule is: **absence
+//! and presence that a plugin must tolerate are reported in the `Ok` value**:
+//!
+//! - lookups return `Option` (`None`: no such link/route);
+//! - deletions return `bool`: `true` deleted, `false` it was already gone (the kernel said
+//!   ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL), so DEL stays idempotent;
+//! - `create_*` / `add_*` fail on an existing object (EEXIST is an error), and where a plugin must
+//!   reuse existing state there is an idempotent twin: [`Netlink::ensure_bridge`],
+//!   [`Netlink::ensure_vxlan`] (reuse a matching link), [`Netlink::ensure_address`] (`bool`:
+//!   added or already present), [`Netlink::replace_route`], [`Netlink::set_neighbour`],
+//!   [`Netlink::append_fdb`] / [`Netlink::replace_fdb`];
+//! - [`crate::sysctl`] follows the same rule (`get` → `Option`, `set` → `bool`).
+//!
+//! # Kernel and library notes
+//!
+//! - A veth peer cannot be brought up in the creating request (veth refuses to open a device
+//!   whose pair is not joined yet: ENOTCONN), so [`VethOpts`] only has `host_up`.
+//! - The vxlan driver acknowledges deleting a missing destination of an existing FDB MAC;
+//!   [`Netlink::delete_fdb`] checks first so it can still report absence.
+//! - Kernels without `CONFIG_BRIDGE_VLAN_FILTERING` refuse any `vlan_filtering` attribute,
+//!   even "off"; bridges are therefore created without it unless it is asked to be on.
+//! - The socket is wrapped in our own `AsyncSocket` (socket.rs) rather than netlink-sys'
+//!   `TokioSocket::from_raw_fd`, which unwraps the reactor registration.
+//!
+//! # Cost
+//!
+//! Lookups are targeted (`RTM_GETLINK` by name or index; address, route, neighbour and FDB dumps
+//! are filtered by the kernel: the socket enables `NETLINK_GET_STRICT_CHK`). Only [`Netlink::links`]
+//! and [`Netlink::bridge_vlans`] walk every link.
+
+mod addr;
+mod bridge;
+mod create;
+mod link;
+mod neigh;
+mod route;
+mod socket;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK_TLVS, NLM_F_CAPPED};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::error::{CniError, Result};
+use crate::netns::NetNs;
+
+pub use addr::{AddrOpts, Address};
+pub use bridge::{BridgePortFlags, BridgeVlan};
+pub use create::{random_veth_name, BridgeOpts, MacvlanOpts, VethOpts, VxlanOpts};
+pub use link::{BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
+pub use neigh::{FdbEntry, Neighbour};
+pub use route::{Route, RouteFilter, Scope, MAIN_TABLE};
+
+/// The longest one netlink request may take before it is reported as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An IP address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: &std::net::IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    fn af(self) -> netlink_packet_route::AddressFamily {
+        match self {
+            Family::V4 => netlink_packet_route::AddressFamily::Inet,
+            Family::V6 => netlink_packet_route::AddressFamily::Inet6,
+        }
+    }
+}
+
+/// A route-netlink socket bound for life to one network namespace.
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+    conn: JoinHandle<()>,
+    rt: &'static Runtime,
+}
+
+impl fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Netlink").finish_non_exhaustive()
+    }
+}
+
+/// The process-wide runtime (current-thread, IO and timers enabled).
+fn runtime() -> Result<&'static Runtime> {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| CniError::internal(format!("starting the netlink runtime: {e}")))?;
+    // A racing thread may have won; either runtime is fine, the loser is dropped.
+    let _ = RT.set(rt);
+    RT.get()
+        .ok_or_else(|| CniError::internal("starting the netlink runtime: not initialised"))
+}
+
+fn new_socket() -> io::Result<Socket> {
+    let s = Socket::new(NETLINK_ROUTE)?;
+    // Kernel-side filtering of dumps (and rejection of malformed requests) ...
+    s.set_netlink_get_strict_chk(true)?;
+    // ... and the kernel's explanation on errors, without echoing our request back.
+    s.set_ext_ack(true)?;
+    s.set_cap_ack(true)?;
+    Ok(s)
+}
+
+impl Netlink {
+    /// A socket in the calling thread's network namespace.
+    pub fn current() -> Result<Netlink> {
+        let s = new_socket().map_err(|e| open_error("the current network namespace", e))?;
+        Self::from_socket(s)
+    }
+
+    /// A socket in `ns`, created by a thread that entered it. Usable from any thread afterwards.
+    pub fn open_in(ns: &NetNs) -> Result<Netlink> {
+        let s = ns
+            .run(new_socket)?
+            .map_err(|e| open_error(&ns.path().display().to_string(), e))?;
+        Self::from_socket(s)
+    }
+
+    fn from_socket(s: Socket) -> Result<Netlink> {
+        let rt = runtime()?;
+        let sock = {
+            let _ctx = rt.enter();
+            socket::NlSocket::new(s).map_err(|e| open_error("the runtime", e))?
+        };
+        let (mut conn, handle, _unsolicited) = rtnetlink::from_socket(sock);
+        // Dump errors (e.g. "FIB table does not exist") arrive in NLMSG_DONE.
+        conn.set_forward_done(true);
+        let conn = rt.spawn(conn);
+        Ok(Netlink { handle, conn, rt })
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Send one request and collect every reply message; kernel errors become [`NlError`].
+    fn request(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> std::result::Result<Vec<RouteNetlinkMessage>, NlError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // block_on would panic there; say what is wrong instead.
+            return Err(NlError::Transport(
+                "called from inside an async runtime; this API is synchronous".into(),
+            ));
+        }
+        let mut handle = self.handle.clone();
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        self.block_on(async move {
+            let exchange = async {
+                let mut replies = handle
+                    .request(req)
+                    .map_err(|e| NlError::Transport(e.to_string()))?;
+                let mut out = Vec::new();
+                while let Some(m) = replies.next().await {
+                    let outer_flags = m.header.flags;
+                    match m.payload {
+                        NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                        NetlinkPayload::Error(e) => {
+                            if let Some(code) = e.code {
+                                let ext = ext_ack_msg(outer_flags, &e.header);
+                                return Err(NlError::Kernel(code.get().abs(), ext));
+                            }
+                        }
+                        NetlinkPayload::Done(d) if d.code < 0 => {
+                            let ext = tlv_msg(&d.extended_ack);
+                            return Err(NlError::Kernel(d.code.abs(), ext));
+                        }
+                        NetlinkPayload::Overrun(_) => {
+                            return Err(NlError::Transport("receive buffer overrun".into()))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(out)
+            };
+            tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(NlError::Transport(format!(
+                        "no complete reply from the kernel within {}s",
+                        REQUEST_TIMEOUT.as_secs()
+                    )))
+                })
+        })
+    }
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        // Close the socket now rather than whenever the runtime next runs: a socket pins its
+        // namespace. Never block inside someone else's runtime.
+        self.conn.abort();
+        if tokio::runtime::Handle::try_current().is_err() {
+            let _ = self.rt.block_on(&mut self.conn);
+        }
+    }
+}
+
+fn open_error(where_: &str, e: io::Error) -> CniError {
+    CniError::internal(format!("opening a netlink socket in {where_}: {e}"))
+}
+
+/// A failed request, before it is given a message.
+#[derive(Debug)]
+pub(crate) enum NlError {
+    /// errno (positive) and the kernel's extended-ack text.
+    Kernel(i32, Option<String>),
+    /// The request never got an answer.
+    Transport(String),
+}
+
+impl NlError {
+    pub(crate) fn errno(&self) -> Option<i32> {
+        match self {
+            NlError::Kernel(e, _) => Some(*e),
+            NlError::Transport(_) => None,
+        }
+    }
+
+    /// "Not there" for a deletion: the object or its device is gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        matches!(
+            self.errno(),
+            Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL)
+        )
+    }
+
+    pub(crate) fn is_exists(&self) -> bool {
+        self.errno() == Some(libc::EEXIST)
+    }
+
+    /// The CNI error: code 999, `"<what>: <errno text>[: <kernel's text>]"`.
+    pub(crate) fn cni(self, what: impl fmt::Display) -> CniError {
+        CniError::internal(format!("{what}: {self}"))
+    }
+}
+
+impl fmt::Display for NlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NlError::Kernel(errno, ext) => {
+                write!(f, "{}", io::Error::from_raw_os_error(*errno))?;
+                if let Some(ext) = ext {
+                    write!(f, " ({ext})")?;
+                }
+                Ok(())
+            }
+            NlError::Transport(s) => write!(f, "netlink: {s}"),
+        }
+    }
+}
+
+/// Extension trait: attach a message to a request result.
+pub(crate) trait NlResultExt<T> {
+    fn or_nl(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> NlResultExt<T> for std::result::Result<T, NlError> {
+    fn or_nl(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| e.cni(what()))
+    }
+}
+
+/// The `NLMSGERR_ATTR_MSG` text of an error message, when the kernel attached one.
+fn ext_ack_msg(outer_flags: u16, payload: &[u8]) -> Option<String> {
+    if outer_flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    // The payload echoes the request: only its 16-byte header when capped, else all of it.
+    let orig_len = if outer_flags & NLM_F_CAPPED != 0 {
+        16
+    } else {
+        let len = payload.get(0..4)?;
+        u32::from_ne_bytes(len.try_into().ok()?) as usize
+    };
+    tlv_msg(payload.get(align4(orig_len)..)?)
+}
+
+/// Find attribute 1 (`NLMSGERR_ATTR_MSG`, a C string) in a run of netlink attributes.
+fn tlv_msg(mut tlvs: &[u8]) -> Option<String> {
+    while tlvs.len() >= 4 {
+        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
+        let ty = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
+        if len < 4 || len > tlvs.len() {
+            return None;
+        }
+        if ty == 1 {
+            let raw = &tlvs[4..len];
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            let s = String::from_utf8_lossy(&raw[..end]).trim().to_string();
+            return (!s.is_empty()).then_some(s);
+        }
+        tlvs = tlvs.get(align4(len)..)?;
+    }
+    None
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_extended_ack_text() {
+        let mut tlvs = Vec::new();
+        // NLMSGERR_ATTR_OFFS (2), u32
+        tlvs.extend_from_slice(&8u16.to_ne_bytes());
+        tlvs.extend_from_slice(&2u16.to_ne_bytes());
+        tlvs.extend_from_slice(&20u32.to_ne_bytes());
+        // NLMSGERR_ATTR_MSG (1), "bad\0" padded
+        tlvs.extend_from_slice(&8u16.to_ne_bytes());
+        tlvs.extend_from_slice(&1u16.to_ne_bytes());
+        tlvs.extend_from_slice(b"bad\0");
+        assert_eq!(tlv_msg(&tlvs).as_deref(), Some("bad"));
+
+        let mut payload = vec![0u8; 16];
+        payload.extend_from_slice(&tlvs);
+        let flags = NLM_F_ACK_TLVS | NLM_F_CAPPED;
+        assert_eq!(ext_ack_msg(flags, &payload).as_deref(), Some("bad"));
+        assert_eq!(ext_ack_msg(NLM_F_CAPPED, &payload), None);
+        // Truncated or garbage input never panics.
+        assert_eq!(tlv_msg(&[0xff, 0xff, 1, 0]), None);
+        assert_eq!(ext_ack_msg(NLM_F_ACK_TLVS, &[1, 2]), None);
+    }
+
+    #[test]
+    fn error_text_names_errno_and_kernel_reason() {
+        let e = NlError::Kernel(libc::EEXIST, None).cni("creating bridge br0");
+        assert_eq!(e.code, 999);
+        assert_eq!(e.msg, "creating bridge br0: File exists (os error 17)");
+        let e = NlError::Kernel(libc::EINVAL, Some("Unknown device type".into()));
+        assert_eq!(
+            e.to_string(),
+            "Invalid argument (os error 22) (Unknown device type)"
+        );
+    }
+}
