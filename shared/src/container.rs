@@ -1,0 +1,180 @@
+//! The container side of an attachment, shared by the main plugins (bridge, macvlan, vxlan):
+//! apply an IPAM result to the container's interface (addresses, routes, up, IPv6 DAD and
+//! neighbour-notify sysctls), verify it for CHECK, and describe links as result interfaces.
+
+use std::net::IpAddr;
+
+use crate::error::{CniError, Result};
+use crate::netlink::{AddrOpts, Family, Link, Netlink, Route as NlRoute, RouteFilter, Scope};
+use crate::netns::NetNs;
+use crate::spec::{CniResult, Interface, Route};
+use crate::sysctl;
+
+/// How to bring the container interface up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IfaceOpts {
+    /// Run IPv6 duplicate address detection. Off by default in the plugins: DAD delays IPv6 by
+    /// ~2 s (the reference's issue #680); off means `accept_dad=0` and `IFA_F_NODAD`.
+    pub enable_dad: bool,
+    /// Announce the interface's MAC at once (`arp_notify`, `ndisc_notify`), so neighbours learn a
+    /// new MAC for a reused address (macvlan).
+    pub notify_neighbours: bool,
+}
+
+/// The addresses of `result` that belong to interface number `iface_idx` (or to no interface).
+pub fn addresses_for(result: &CniResult, iface_idx: usize) -> Vec<ipnetwork::IpNetwork> {
+    result
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none_or(|i| i == iface_idx))
+        .map(|ip| ip.address)
+        .collect()
+}
+
+/// The gateway of the first address of the family of `dst` that has one.
+fn default_gateway(result: &CniResult, v4: bool) -> Option<IpAddr> {
+    result
+        .ips
+        .iter()
+        .filter(|ip| ip.address.is_ipv4() == v4)
+        .find_map(|ip| ip.gateway)
+}
+
+/// The kernel route for a result route on interface `oif`: a route without `gw` goes via the
+/// gateway of its family's first address, as in the reference.
+pub fn kernel_route(result: &CniResult, r: &Route, oif: u32) -> NlRoute {
+    let mut k = NlRoute::to(r.dst).dev(oif);
+    if let Some(gw) = r.gw.or_else(|| default_gateway(result, r.dst.is_ipv4())) {
+        k = k.via(gw);
+    }
+    if let Some(m) = r.mtu {
+        k = k.mtu(m);
+    }
+    if let Some(m) = r.advmss {
+        k = k.advmss(m);
+    }
+    if let Some(p) = r.priority {
+        k = k.metric(p);
+    }
+    if let Some(t) = r.table {
+        k = k.table(t);
+    }
+    if let Some(s) = r.scope {
+        k = k.scope(Scope::Other(s));
+    }
+    k
+}
+
+/// Configure interface `ifname` inside `ns` (reached through `nl`, a socket opened in `ns`) with
+/// the addresses and routes of `result` meant for interface number `iface_idx`, and bring it up.
+pub fn configure_iface(
+    ns: &NetNs,
+    nl: &Netlink,
+    ifname: &str,
+    result: &CniResult,
+    iface_idx: usize,
+    opts: IfaceOpts,
+) -> Result<Link> {
+    let link = nl.link(ifname)?.ok_or_else(|| {
+        CniError::internal(format!("interface {ifname} vanished from the container"))
+    })?;
+    let addrs = addresses_for(result, iface_idx);
+    let has_v6 = addrs.iter().any(|a| a.is_ipv6());
+    let name = ifname.to_string();
+    ns.run(move || -> Result<()> {
+        if has_v6 && !opts.enable_dad {
+            sysctl::set(&["net", "ipv6", "conf", &name, "accept_dad"], "0")?;
+        }
+        if opts.notify_neighbours {
+            sysctl::set(&["net", "ipv4", "conf", &name, "arp_notify"], "1")?;
+            if has_v6 {
+                sysctl::set(&["net", "ipv6", "conf", &name, "ndisc_notify"], "1")?;
+            }
+        }
+        Ok(())
+    })??;
+    let addr_opts = AddrOpts {
+        nodad: !opts.enable_dad,
+    };
+    for a in &addrs {
+        nl.add_address(link.index, *a, &addr_opts)
+            .map_err(|e| e.context(format!("adding {a} to {ifname}")))?;
+    }
+    nl.set_up(&link)?;
+    for r in &result.routes {
+        let k = kernel_route(result, r, link.index);
+        nl.add_route(&k)
+            .map_err(|e| e.context(format!("adding route {} to {ifname}", r.dst)))?;
+    }
+    Ok(link)
+}
+
+/// CHECK: interface `ifname` exists, is up, and carries the addresses and routes of `result`
+/// meant for interface number `iface_idx` (a later plugin in the chain may add more).
+pub fn check_iface(
+    nl: &Netlink,
+    ifname: &str,
+    result: &CniResult,
+    iface_idx: usize,
+) -> Result<Link> {
+    let link = nl.link(ifname)?.ok_or_else(|| {
+        CniError::internal(format!("CHECK: {ifname} is missing in the container"))
+    })?;
+    if !link.up {
+        return Err(CniError::internal(format!("CHECK: {ifname} is down")));
+    }
+    let present = nl.addresses(Some(link.index), None)?;
+    for want in addresses_for(result, iface_idx) {
+        if !present
+            .iter()
+            .any(|a| a.net.ip() == want.ip() && a.net.prefix() == want.prefix())
+        {
+            return Err(CniError::internal(format!(
+                "CHECK: {ifname} lacks address {want}"
+            )));
+        }
+    }
+    if result.routes.is_empty() {
+        return Ok(link);
+    }
+    let mut routes = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        routes.extend(nl.routes(&RouteFilter {
+            family: Some(family),
+            oif: Some(link.index),
+            ..RouteFilter::default()
+        })?);
+    }
+    for r in &result.routes {
+        let want = kernel_route(result, r, link.index);
+        let found = routes.iter().any(|have| {
+            have.dst.network() == want.dst.network()
+                && have.dst.prefix() == want.dst.prefix()
+                && have.gateway == want.gateway
+                && (want.table.is_none() || have.table == want.table)
+        });
+        if !found {
+            return Err(CniError::internal(format!(
+                "CHECK: {ifname} lacks route {}{}",
+                r.dst,
+                want.gateway
+                    .map(|g| format!(" via {g}"))
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    Ok(link)
+}
+
+/// A result interface entry for a link; `sandbox` is the netns path for container interfaces.
+pub fn interface_of(link: &Link, sandbox: Option<&NetNs>) -> Interface {
+    Interface {
+        name: link.name.clone(),
+        mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
+        mtu: Some(link.mtu).filter(|m| *m > 0),
+        sandbox: sandbox
+            .map(|ns| ns.path().display().to_string())
+            .unwrap_or_default(),
+        ..Interface::default()
+    }
+}

@@ -1,0 +1,91 @@
+//! The shared container-side setup (`cni_shared::container`) against the kernel.
+
+use std::time::Duration;
+
+use cni_shared::container::{check_iface, configure_iface, interface_of, IfaceOpts};
+use cni_shared::netlink::{Netlink, VethOpts};
+use cni_shared::spec::{CniResult, Version};
+use cni_tests::testkit::{ping, Sandbox};
+use serde_json::json;
+
+#[test]
+fn configure_then_check_a_dual_stack_interface() {
+    let host = Sandbox::new("ct-host");
+    let ctr = Sandbox::new("ct-ctr");
+    let hns = host.netns();
+    let cns = ctr.netns();
+    let hnl = Netlink::open_in(&hns).unwrap();
+    let cnl = Netlink::open_in(&cns).unwrap();
+    let veth = hnl
+        .create_veth(
+            None,
+            "eth0",
+            &cns,
+            &VethOpts {
+                mtu: Some(1400),
+                host_up: true,
+                ..VethOpts::default()
+            },
+        )
+        .unwrap();
+    host.ip(&["addr", "add", "10.77.0.1/24", "dev", &veth.name]);
+    host.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd77::1/64",
+        "dev",
+        &veth.name,
+        "nodad",
+    ]);
+    let (_, result) = CniResult::from_value(
+        &json!({"cniVersion": "1.1.0",
+                "ips": [{"address": "10.77.0.2/24", "gateway": "10.77.0.1", "interface": 0},
+                        {"address": "fd77::2/64", "gateway": "fd77::1", "interface": 0}],
+                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"},
+                           {"dst": "192.168.77.0/24", "gw": "10.77.0.1", "mtu": 1300}]}),
+        Version::V1_1_0,
+    )
+    .unwrap();
+    let link = configure_iface(&cns, &cnl, "eth0", &result, 0, IfaceOpts::default()).unwrap();
+    assert!(link.up || cnl.link("eth0").unwrap().unwrap().up);
+    let routes = ctr.ip(&["route", "show"]);
+    assert!(
+        routes.contains("default via 10.77.0.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("192.168.77.0/24 via 10.77.0.1 dev eth0") && routes.contains("mtu 1300"),
+        "{routes}"
+    );
+    let routes6 = ctr.ip(&["-6", "route", "show"]);
+    assert!(
+        routes6.contains("default via fd77::1 dev eth0"),
+        "{routes6}"
+    );
+    // DAD is off: IPv6 is usable at once.
+    assert_eq!(
+        ctr.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/accept_dad"])
+            .stdout,
+        b"0\n"
+    );
+    assert!(ping(
+        &ctr,
+        "10.77.0.1".parse().unwrap(),
+        Duration::from_secs(5)
+    ));
+    assert!(ping(
+        &ctr,
+        "fd77::1".parse().unwrap(),
+        Duration::from_secs(5)
+    ));
+    check_iface(&cnl, "eth0", &result, 0).unwrap();
+    let iface = interface_of(&link, Some(&cns));
+    assert_eq!(iface.name, "eth0");
+    assert_eq!(iface.sandbox, ctr.path().display().to_string());
+    assert_eq!(iface.mtu, Some(1400));
+
+    ctr.ip(&["addr", "del", "10.77.0.2/24", "dev", "eth0"]);
+    let e = check_iface(&cnl, "eth0", &result, 0).unwrap_err();
+    assert!(e.msg.contains("10.77.0.2/24"), "{}", e.msg);
+}
