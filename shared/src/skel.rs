@@ -253,6 +253,12 @@ fn dispatch<P: Plugin>(
     let version = req.version;
     let _ = ERROR_VERSION.set(version);
     logging::init(about.name, &req.conf);
+    // Fault injection for the tests of the panic path; absent from release builds.
+    #[cfg(debug_assertions)]
+    #[allow(clippy::panic)]
+    if env("CNI_TEST_PANIC").is_some() {
+        panic!("injected by CNI_TEST_PANIC");
+    }
     let span = tracing::info_span!(
         "cni",
         plugin = about.name,
