@@ -9,6 +9,7 @@ pub mod args;
 pub mod error;
 pub mod fsutil;
 pub mod invoke;
+pub mod libcni;
 pub mod lock;
 pub mod logging;
 pub mod netns;
