@@ -10,6 +10,7 @@ pub mod container;
 pub mod error;
 pub mod fsutil;
 pub mod invoke;
+pub mod libcni;
 pub mod lock;
 pub mod logging;
 pub mod mac;
