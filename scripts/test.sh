@@ -12,4 +12,11 @@ modprobe -q br_netfilter 2>/dev/null || true
 echo "==> building the plugins"
 cargo build --workspace --bins --locked
 echo "==> running the tests"
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets --no-fail-fast --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, g }' "$log"
+exit "$status"
