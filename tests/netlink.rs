@@ -19,6 +19,8 @@ use ipnetwork::IpNetwork;
 // The test crate root resolves modules next to itself; the parts live in `netlink/`.
 #[path = "netlink/l3.rs"]
 mod l3;
+#[path = "netlink/macvlan.rs"]
+mod macvlan;
 #[path = "netlink/misc.rs"]
 mod misc;
 #[path = "netlink/vxlan.rs"]
@@ -331,6 +333,7 @@ fn macvlan_bridge_mode_into_containers_pings() {
             mode: MacvlanMode::Bridge,
             mtu: Some(1400),
             mac: mac_,
+            bc_queue_len: None,
             up: true,
         };
         h.create_macvlan(name, &opts, Some(&sb.netns())).unwrap();
@@ -355,6 +358,7 @@ fn macvlan_bridge_mode_into_containers_pings() {
         mode: MacvlanMode::Private,
         mtu: None,
         mac: None,
+        bc_queue_len: None,
         up: false,
     };
     let e = h

@@ -1,17 +1,19 @@
 //! Creating links: bridge, veth (peer born in another namespace), macvlan (born in the target
-//! namespace), vxlan; and the idempotent `ensure_*` twins for shared devices.
+//! namespace), vxlan, 802.1q vlan; and the idempotent `ensure_*` twins for shared devices.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoMacVlan, InfoVeth, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::{LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
+use rtnetlink::{
+    LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan, LinkVxlan,
+};
 
 use super::link::{Link, LinkRef, MacvlanMode};
 use super::{Netlink, NlError, NlResultExt};
-use crate::error::{CniError, Result};
+use crate::error::{code, CniError, Result};
 use crate::mac::{random_bytes, Mac};
 use crate::netns::NetNs;
 
@@ -49,6 +51,20 @@ pub struct MacvlanOpts {
     pub mode: MacvlanMode,
     pub mtu: Option<u32>,
     pub mac: Option<Mac>,
+    /// `IFLA_MACVLAN_BC_QUEUE_LEN` (Linux 5.11+; older kernels silently ignore it: compare
+    /// [`Link::macvlan_bc_queue_len`] of the new link). `None` keeps the driver default (1000).
+    pub bc_queue_len: Option<u32>,
+    pub up: bool,
+}
+
+/// How to create an 802.1q vlan link (`ip link add link <parent> name <name> type vlan id <id>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VlanOpts {
+    /// The parent device index, in the namespace of the creating socket.
+    pub parent: u32,
+    /// VLAN ID, 1..=4094.
+    pub id: u16,
+    pub mtu: Option<u32>,
     pub up: bool,
 }
 
@@ -236,6 +252,9 @@ impl Netlink {
             o.mac,
             o.up,
         );
+        if let Some(n) = o.bc_queue_len {
+            b = b.append_info_data(InfoMacVlan::BcQueueLen(n));
+        }
         if let Some(ns) = netns {
             b = b.setns_by_fd(ns.as_fd().as_raw_fd());
         }
@@ -248,6 +267,32 @@ impl Netlink {
                 LinkRef::Index(o.master)
             )
         })
+    }
+
+    /// `ip link add link <parent> name <name> type vlan id <id>`. EEXIST is an error. A kernel
+    /// without 802.1q support (no `CONFIG_VLAN_8021Q`: "Unknown device type") is code 50
+    /// ([`code::NOT_AVAILABLE`]) with a message that says so; other refusals are code 999.
+    pub fn create_vlan(&self, name: &str, o: &VlanOpts) -> Result<Link> {
+        let b = with_common(LinkVlan::new(name, o.parent, o.id), o.mtu, None, o.up);
+        let what = || {
+            format!(
+                "creating vlan {name} (id {}) on {}",
+                o.id,
+                LinkRef::Index(o.parent)
+            )
+        };
+        match self.newlink(b.build()) {
+            Ok(()) => self.created(name, "vlan"),
+            Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!(
+                    "{}: {e}: the kernel has no 802.1q VLAN support \
+                     (CONFIG_VLAN_8021Q, module 8021q)",
+                    what()
+                ),
+            )),
+            Err(e) => Err(e.cni(what())),
+        }
     }
 
     /// `ip link add <name> type vxlan id <vni> ...`. EEXIST is an error; see

@@ -6,8 +6,8 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoMacVlan, InfoPortData, InfoVxlan, LinkAttribute,
-    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, MacVlanMode as NlMacVlanMode,
+    InfoBridge, InfoBridgePort, InfoData, InfoMacVlan, InfoPortData, InfoVlan, InfoVxlan,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, MacVlanMode as NlMacVlanMode,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -38,6 +38,13 @@ pub struct Link {
     pub link_netnsid: Option<i32>,
     /// Set on a macvlan.
     pub macvlan_mode: Option<MacvlanMode>,
+    /// The broadcast queue length a macvlan asked for (`IFLA_MACVLAN_BC_QUEUE_LEN`); `None` on
+    /// kernels before 5.11, which do not report (or honour) it.
+    pub macvlan_bc_queue_len: Option<u32>,
+    /// The 802.1q VLAN ID of a vlan link.
+    pub vlan_id: Option<u16>,
+    /// `IFLA_IFALIAS`, the free-text description (`ip link set <link> alias <text>`).
+    pub alias: Option<String>,
     /// Set on a vxlan.
     pub vxlan: Option<VxlanInfo>,
     /// Set on a bridge.
@@ -259,6 +266,16 @@ impl Netlink {
             .or_nl(|| format!("setting address {mac} on {r}"))
     }
 
+    /// `ip link set <link> alias <text>`; an empty text removes the alias. (The kernel ignores
+    /// `IFLA_IFALIAS` in a creating request, so this is always a second step.)
+    pub fn set_alias<'a>(&self, r: impl Into<LinkRef<'a>>, alias: &str) -> Result<()> {
+        let r = r.into();
+        let mut m = addressed(r);
+        m.attributes.push(LinkAttribute::IfAlias(alias.into()));
+        self.setlink(m)
+            .or_nl(|| format!("setting alias {alias:?} on {r}"))
+    }
+
     /// `ip link set <link> master <controller>`, or `nomaster` with `None`.
     pub fn set_controller<'a>(&self, r: impl Into<LinkRef<'a>>, ctrl: Option<u32>) -> Result<()> {
         let r = r.into();
@@ -328,6 +345,9 @@ pub(crate) fn decode(m: &LinkMessage) -> Link {
         parent: None,
         link_netnsid: None,
         macvlan_mode: None,
+        macvlan_bc_queue_len: None,
+        vlan_id: None,
+        alias: None,
         vxlan: None,
         bridge: None,
         bridge_port: None,
@@ -340,6 +360,7 @@ pub(crate) fn decode(m: &LinkMessage) -> Link {
             LinkAttribute::Controller(c) if *c != 0 => l.controller = Some(*c),
             LinkAttribute::Link(p) if *p != 0 => l.parent = Some(*p),
             LinkAttribute::LinkNetNsId(id) => l.link_netnsid = Some(*id),
+            LinkAttribute::IfAlias(a) if !a.is_empty() => l.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => decode_info(infos, &mut l),
             _ => {}
         }
@@ -352,8 +373,17 @@ fn decode_info(infos: &[LinkInfo], l: &mut Link) {
         match i {
             LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
             LinkInfo::Data(InfoData::MacVlan(d)) => {
-                l.macvlan_mode = d.iter().find_map(|x| match x {
-                    InfoMacVlan::Mode(m) => MacvlanMode::from_nl(m),
+                for x in d {
+                    match x {
+                        InfoMacVlan::Mode(m) => l.macvlan_mode = MacvlanMode::from_nl(m),
+                        InfoMacVlan::BcQueueLen(n) => l.macvlan_bc_queue_len = Some(*n),
+                        _ => {}
+                    }
+                }
+            }
+            LinkInfo::Data(InfoData::Vlan(d)) => {
+                l.vlan_id = d.iter().find_map(|x| match x {
+                    InfoVlan::Id(id) => Some(*id),
                     _ => None,
                 });
             }

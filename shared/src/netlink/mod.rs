@@ -1,5 +1,5 @@
-//! Synchronous rtnetlink for the plugins: links (bridge, veth, macvlan, vxlan), bridge ports and
-//! VLANs, addresses, routes, neighbours and the VXLAN FDB.
+//! Synchronous rtnetlink for the plugins: links (bridge, veth, macvlan, vxlan, vlan), bridge
+//! ports and VLANs, addresses, routes, neighbours and the VXLAN FDB.
 //!
 //! # Namespaces
 //!
@@ -37,6 +37,10 @@
 //!
 //! # Kernel and library notes
 //!
+//! - A kernel without 802.1q support refuses a vlan link as an unknown kind;
+//!   [`Netlink::create_vlan`] reports that as code 50 (not available) so a caller can tell it
+//!   from other failures. Kernels before 5.11 ignore a macvlan's broadcast queue length
+//!   (`IFLA_MACVLAN_BC_QUEUE_LEN`) rather than refuse it: read it back to know.
 //! - A veth peer cannot be brought up in the creating request (veth refuses to open a device
 //!   whose pair is not joined yet: ENOTCONN), so [`VethOpts`] only has `host_up`.
 //! - The vxlan driver acknowledges deleting a missing destination of an existing FDB MAC;
@@ -78,7 +82,7 @@ use crate::netns::NetNs;
 
 pub use addr::{AddrOpts, Address};
 pub use bridge::{BridgePortFlags, BridgeVlan};
-pub use create::{random_veth_name, BridgeOpts, MacvlanOpts, VethOpts, VxlanOpts};
+pub use create::{random_veth_name, BridgeOpts, MacvlanOpts, VethOpts, VlanOpts, VxlanOpts};
 pub use link::{BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
 pub use neigh::{FdbEntry, Neighbour};
 pub use route::{Route, RouteFilter, Scope, MAIN_TABLE};

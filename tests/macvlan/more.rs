@@ -1,0 +1,285 @@
+//! macvlan: L2-only, MAC sources, linkInContainer, bcqueuelen, passthru, vlan, STATUS, GC and
+//! rollback.
+
+use std::time::Duration;
+
+use cni_shared::netlink::Netlink;
+use cni_shared::skel::Command;
+use cni_tests::testkit::{ping, Sandbox};
+use serde_json::json;
+
+use super::{with_prev, Lan, LAN_IP, PING};
+
+#[test]
+fn without_ipam_the_interface_is_up_without_addresses() {
+    let l = Lan::new("mvl2");
+    let c = Sandbox::new("mvl2-c");
+    let conf = l.conf(json!({"ipam": null, "dns": {"nameservers": ["10.55.0.1"]}}));
+    let r = l.call(Command::Add, &conf, "c", Some(&c)).unwrap();
+    assert!(
+        r.get("ips")
+            .is_none_or(|v| v.as_array().unwrap().is_empty()),
+        "{r}"
+    );
+    assert_eq!(r["dns"]["nameservers"][0], "10.55.0.1", "{r}");
+    let shown = c.ip(&["-4", "addr", "show", "eth0"]);
+    assert!(!shown.contains("inet "), "{shown}");
+    assert!(c.ip(&["link", "show", "eth0"]).contains(",UP"));
+    l.call(Command::Check, &with_prev(&conf, &r), "c", Some(&c))
+        .unwrap();
+    l.call(Command::Del, &conf, "c", Some(&c)).unwrap();
+    assert!(!c.has_link("eth0"));
+}
+
+#[test]
+fn mac_from_runtime_config_then_cni_args_then_the_key() {
+    let l = Lan::new("mvm");
+    let c = Sandbox::new("mvm-c");
+    let mac_of = |c: &Sandbox| {
+        Netlink::open_in(&c.netns())
+            .unwrap()
+            .link("eth0")
+            .unwrap()
+            .unwrap()
+            .mac
+            .unwrap()
+            .to_string()
+    };
+    let key = l.conf(json!({"mac": "02:55:00:00:00:01"}));
+    let cases = [
+        (key.clone(), "", "02:55:00:00:00:01"),
+        // host-local refuses a key it does not know, so the runtime sets IgnoreUnknown.
+        (
+            key.clone(),
+            "IgnoreUnknown=1;MAC=02:55:00:00:00:02",
+            "02:55:00:00:00:02",
+        ),
+        (
+            l.conf(json!({"mac": "02:55:00:00:00:01",
+                          "runtimeConfig": {"mac": "02:55:00:00:00:03"}})),
+            "IgnoreUnknown=1;MAC=02:55:00:00:00:02",
+            "02:55:00:00:00:03",
+        ),
+    ];
+    for (conf, args, want) in cases {
+        let r = l
+            .call_args(Command::Add, &conf, "c", Some(&c), args)
+            .unwrap();
+        assert_eq!(r["interfaces"][0]["mac"], want);
+        assert_eq!(mac_of(&c), want);
+        l.call(Command::Check, &with_prev(&conf, &r), "c", Some(&c))
+            .unwrap();
+        l.call(Command::Del, &conf, "c", Some(&c)).unwrap();
+    }
+}
+
+#[test]
+fn link_in_container_uses_a_master_inside_the_container() {
+    let l = Lan::new("mvi");
+    let c = Sandbox::new("mvi-c");
+    // The container's own uplink to the LAN.
+    c.link_to("up0", &l.lan, "eth1");
+    l.lan.ip(&["addr", "add", "10.56.0.1/24", "dev", "eth1"]);
+    let mut conf = l.conf(json!({"master": "up0", "linkInContainer": true}));
+    conf["ipam"]["ranges"] = json!([[{"subnet": "10.56.0.0/24", "rangeStart": "10.56.0.10"}]]);
+    let r = l.call(Command::Add, &conf, "c", Some(&c)).unwrap();
+    let cnl = Netlink::open_in(&c.netns()).unwrap();
+    let up0 = cnl.link("up0").unwrap().unwrap();
+    let eth0 = cnl.link("eth0").unwrap().unwrap();
+    assert_eq!(eth0.parent, Some(up0.index));
+    assert_eq!(
+        eth0.link_netnsid, None,
+        "master and child share the container"
+    );
+    assert!(ping(&c, "10.56.0.1".parse().unwrap(), PING));
+    l.call(Command::Check, &with_prev(&conf, &r), "c", Some(&c))
+        .unwrap();
+    // The host has no up0: without linkInContainer the master is missing.
+    let e = l
+        .call(
+            Command::Add,
+            &l.conf(json!({"master": "up0"})),
+            "d",
+            Some(&c),
+        )
+        .unwrap_err();
+    assert!(
+        e.msg.contains("\"up0\"") && e.msg.contains("host"),
+        "{}",
+        e.msg
+    );
+    l.call(Command::Del, &conf, "c", Some(&c)).unwrap();
+    assert!(!c.has_link("eth0") && c.has_link("up0"));
+}
+
+#[test]
+fn bcqueuelen_is_applied() {
+    let l = Lan::new("mvq");
+    let c = Sandbox::new("mvq-c");
+    let conf = l.conf(json!({"bcqueuelen": 100}));
+    match l.call(Command::Add, &conf, "c", Some(&c)) {
+        Ok(_) => {
+            let shown = c.ip(&["-d", "link", "show", "eth0"]);
+            assert!(shown.contains("bcqueuelen 100"), "{shown}");
+        }
+        Err(e) if e.code == 7 && e.msg.starts_with("bcqueuelen") => {
+            assert!(!c.has_link("eth0"), "rolled back");
+            eprintln!(
+                "SKIPPED: bcqueuelen: the kernel does not support it: {}",
+                e.msg
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn passthru_takes_the_master_for_itself() {
+    let l = Lan::new("mvt");
+    let (c1, c2) = (Sandbox::new("mvt-c1"), Sandbox::new("mvt-c2"));
+    let conf = l.conf(json!({"mode": "passthru"}));
+    let e = l
+        .call_args(
+            Command::Add,
+            &conf,
+            "c1",
+            Some(&c1),
+            "MAC=02:55:00:00:00:09",
+        )
+        .unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(e.msg.contains("passthru"), "{}", e.msg);
+    let r = l.call(Command::Add, &conf, "c1", Some(&c1)).unwrap();
+    let lan0_mac = Netlink::open_in(&l.host.netns())
+        .unwrap()
+        .link("lan0")
+        .unwrap()
+        .unwrap()
+        .mac
+        .unwrap();
+    assert_eq!(
+        r["interfaces"][0]["mac"],
+        lan0_mac.to_string(),
+        "the master's MAC"
+    );
+    assert!(ping(&c1, LAN_IP.parse().unwrap(), PING));
+    let e = l.call(Command::Add, &conf, "c2", Some(&c2)).unwrap_err();
+    assert!(e.msg.contains("needs the master to itself"), "{}", e.msg);
+    assert!(!c2.has_link("eth0"));
+    assert_eq!(
+        l.leases(),
+        1,
+        "the failed ADD released nothing it did not take"
+    );
+    l.call(Command::Check, &with_prev(&conf, &r), "c1", Some(&c1))
+        .unwrap();
+}
+
+#[test]
+fn vlan_sub_interface_or_a_clear_error() {
+    let l = Lan::new("mvq8");
+    let (c1, c2) = (Sandbox::new("mvq8-c1"), Sandbox::new("mvq8-c2"));
+    let conf = l.conf(json!({"vlan": 10}));
+    let r1 = match l.call(Command::Add, &conf, "c1", Some(&c1)) {
+        Ok(r) => r,
+        Err(e) if e.code == 7 && e.msg.starts_with("vlan:") && e.msg.contains("802.1q") => {
+            assert!(!l.host.has_link("lan0.10") && !c1.has_link("eth0"));
+            assert_eq!(l.leases(), 0);
+            eprintln!(
+                "SKIPPED: vlan: this kernel has no 802.1q support: {}",
+                e.msg
+            );
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    // The LAN side of VLAN 10.
+    l.lan.ip(&[
+        "link", "add", "link", "eth0", "name", "eth0.10", "type", "vlan", "id", "10",
+    ]);
+    l.lan.ip(&["link", "set", "eth0.10", "up"]);
+    l.lan
+        .ip(&["addr", "add", "10.55.10.1/24", "dev", "eth0.10"]);
+    c1.ip(&["addr", "add", "10.55.10.2/24", "dev", "eth0"]);
+    assert!(
+        ping(&c1, "10.55.10.1".parse().unwrap(), PING),
+        "tagged traffic"
+    );
+    assert!(l
+        .host
+        .ip(&["-d", "link", "show", "lan0.10"])
+        .contains("alias cni-macvlan"));
+    l.call(Command::Check, &with_prev(&conf, &r1), "c1", Some(&c1))
+        .unwrap();
+    l.call(Command::Add, &conf, "c2", Some(&c2)).unwrap();
+    l.call(Command::Del, &conf, "c1", Some(&c1)).unwrap();
+    assert!(l.host.has_link("lan0.10"), "c2 still uses it");
+    l.call(Command::Del, &conf, "c2", Some(&c2)).unwrap();
+    assert!(!l.host.has_link("lan0.10"), "removed with its last user");
+    // One we did not create stays.
+    l.host.ip(&[
+        "link", "add", "link", "lan0", "name", "lan0.10", "type", "vlan", "id", "10",
+    ]);
+    l.call(Command::Add, &conf, "c1", Some(&c1)).unwrap();
+    l.call(Command::Del, &conf, "c1", Some(&c1)).unwrap();
+    assert!(l.host.has_link("lan0.10"), "not ours: left alone");
+}
+
+#[test]
+fn status_and_gc() {
+    let l = Lan::new("mvs");
+    let (c1, c2) = (Sandbox::new("mvs-c1"), Sandbox::new("mvs-c2"));
+    let conf = l.conf(json!({}));
+    l.call(Command::Status, &conf, "", None).unwrap();
+    let e = l
+        .call(
+            Command::Status,
+            &l.conf(json!({"master": "gone0"})),
+            "",
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("gone0"), "{}", e.msg);
+    l.call(Command::Status, &l.conf(json!({"master": null})), "", None)
+        .unwrap();
+
+    l.call(Command::Add, &conf, "c1", Some(&c1)).unwrap();
+    l.call(Command::Add, &conf, "c2", Some(&c2)).unwrap();
+    assert_eq!(l.leases(), 2);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
+    l.call(Command::Gc, &gc, "", None).unwrap();
+    assert_eq!(l.leases(), 1, "c2's lease was collected");
+}
+
+#[test]
+fn a_failed_add_leaves_nothing_behind() {
+    let l = Lan::new("mvr");
+    let c = Sandbox::new("mvr-c");
+    // IPAM succeeds, then the route cannot be added (its gateway is not on-link).
+    let mut conf = l.conf(json!({}));
+    conf["ipam"]["routes"] = json!([{"dst": "192.168.99.0/24", "gw": "10.99.99.1"}]);
+    let e = l.call(Command::Add, &conf, "c", Some(&c)).unwrap_err();
+    assert!(e.msg.contains("192.168.99.0/24"), "{}", e.msg);
+    assert!(!c.has_link("eth0"), "the macvlan was deleted");
+    let links = c.ip(&["-o", "link", "show"]);
+    assert_eq!(links.lines().count(), 1, "only lo is left: {links}");
+    assert_eq!(l.leases(), 0, "the lease was released");
+    // An unknown IPAM plugin fails before anything is left either.
+    let e = l
+        .call(
+            Command::Add,
+            &l.conf(json!({"ipam": {"type": "nope"}})),
+            "c",
+            Some(&c),
+        )
+        .unwrap_err();
+    assert!(e.msg.contains("nope"), "{}", e.msg);
+    assert!(!c.has_link("eth0"));
+    assert!(!ping(
+        &c,
+        LAN_IP.parse().unwrap(),
+        Duration::from_millis(100)
+    ));
+}
