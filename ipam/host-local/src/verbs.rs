@@ -1,0 +1,154 @@
+//! The CNI verbs of host-local.
+
+use std::path::Path;
+
+use cni_shared::skel::{About, Plugin, Request};
+use cni_shared::spec::{CniResult, IpConfig};
+use cni_shared::{code, CniError, Result};
+
+use crate::allocator::{self, codes};
+use crate::config::{self, IpamConfig};
+use crate::resolv;
+use crate::store::Store;
+
+/// The host-local plugin.
+pub struct HostLocal;
+
+pub const ABOUT: About = About {
+    name: "host-local",
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+impl Plugin for HostLocal {
+    fn add(&self, req: &Request) -> Result<CniResult> {
+        let cfg = IpamConfig::from_request(req)?;
+        let requested = config::requested_ips(req)?;
+        let dns = match &cfg.resolv_conf {
+            Some(p) => resolv::load(p)?,
+            None => Default::default(),
+        };
+        let store = Store::open_locked(&cfg.network_dir())?;
+        let allocations =
+            allocator::allocate(&cfg, &store, &req.container_id, &req.ifname, &requested)?;
+        tracing::info!(
+            ips = ?allocations.iter().map(|a| a.address.to_string()).collect::<Vec<_>>(),
+            "allocated"
+        );
+        Ok(CniResult {
+            ips: allocations
+                .into_iter()
+                .map(|a| IpConfig::new(a.address, a.gateway))
+                .collect(),
+            routes: cfg.routes.clone(),
+            dns,
+            ..CniResult::default()
+        })
+    }
+
+    fn del(&self, req: &Request) -> Result<()> {
+        let cfg = IpamConfig::from_request(req)?;
+        let Some(store) = Store::open_existing_locked(&cfg.network_dir())? else {
+            return Ok(());
+        };
+        let released = allocator::release(&store, &req.container_id, &req.ifname)?;
+        tracing::info!(?released, "released");
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> Result<()> {
+        let cfg = IpamConfig::from_request(req)?;
+        let missing = || {
+            CniError::new(
+                codes::NO_RESERVATION,
+                format!(
+                    "container {} interface {} holds no address in network {}",
+                    req.container_id, req.ifname, cfg.network
+                ),
+            )
+        };
+        let store = Store::open_existing_locked(&cfg.network_dir())?.ok_or_else(missing)?;
+        let held = allocator::held_by(&store, &req.container_id, &req.ifname)?;
+        if held.is_empty() {
+            return Err(missing());
+        }
+        // Every address of ours that the runtime believes the attachment has must be leased.
+        if let Some(prev) = req.prev_result()? {
+            for ip in prev.ips.iter().map(|i| i.address.ip()) {
+                let ours = cfg.range_sets.iter().any(|s| s.range_of(ip).is_some());
+                if ours && !held.contains(&ip) {
+                    return Err(CniError::new(
+                        codes::NO_RESERVATION,
+                        format!(
+                            "{ip} of container {} interface {} is not leased in network {}",
+                            req.container_id, req.ifname, cfg.network
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self, req: &Request) -> Result<()> {
+        let cfg = IpamConfig::from_request(req)?;
+        let dir = cfg.network_dir();
+        writable(&dir)?;
+        let store = Store::open_unlocked(&dir);
+        for (idx, set) in cfg.range_sets.iter().enumerate() {
+            let free = set
+                .candidates(store.last_reserved(idx))
+                .any(|(_, ip)| !cfg.is_excluded(ip) && !store.is_taken(ip));
+            if !free {
+                return Err(CniError::not_available(format!(
+                    "no free IP address in range set {idx} of network {}: {}",
+                    cfg.network,
+                    set.describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request) -> Result<()> {
+        let cfg = IpamConfig::from_request(req)?;
+        let valid: Vec<(String, String)> = req
+            .gc_valid_attachments()?
+            .into_iter()
+            .map(|a| (a.container_id, a.ifname))
+            .collect();
+        let Some(store) = Store::open_existing_locked(&cfg.network_dir())? else {
+            return Ok(());
+        };
+        let released = allocator::collect_garbage(&store, &valid)?;
+        tracing::info!(?released, "garbage collected");
+        Ok(())
+    }
+}
+
+/// STATUS: the network dir (or the nearest existing parent, which ADD would create it under)
+/// must take a new file: a probe file is created and removed at once.
+fn writable(dir: &Path) -> Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| Path::new("/"));
+    let probe = existing.join(format!(".host-local-status-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(CniError::new(
+            code::NOT_AVAILABLE,
+            format!(
+                "data dir {} is not writable ({} refuses new files: {e})",
+                dir.display(),
+                existing.display()
+            ),
+        )),
+    }
+}
