@@ -137,6 +137,17 @@ impl Route {
     }
 }
 
+/// Top-level keys of every version's result layout.
+const RESERVED_TOP_LEVEL_KEYS: [&str; 7] = [
+    "cniVersion",
+    "interfaces",
+    "ips",
+    "routes",
+    "dns",
+    "ip4",
+    "ip6",
+];
+
 /// Keys of the 1.x shape that older versions do not have.
 const CURRENT_ONLY_INTERFACE_KEYS: [&str; 3] = ["mtu", "socketPath", "pciID"];
 const CURRENT_ONLY_ROUTE_KEYS: [&str; 5] = ["mtu", "advmss", "priority", "table", "scope"];
@@ -162,7 +173,11 @@ impl CniResult {
             ResultShape::Legacy => decode::<Legacy>(value)?.into_current(),
             ResultShape::Versioned | ResultShape::Current => decode::<CniResult>(value)?,
         };
-        result.extra.remove("cniVersion");
+        // Keys that belong to some version's layout are never "unknown extras": kept, they would
+        // collide with the layout of the version we convert to (a 0.2.0 result with an `ips` key).
+        for k in RESERVED_TOP_LEVEL_KEYS {
+            result.extra.remove(k);
+        }
         if version.result_shape() == ResultShape::Versioned {
             for ip in &mut result.ips {
                 ip.extra.remove("version");

@@ -179,3 +179,19 @@ fn bad_results_are_decode_errors_naming_the_field() {
     let e = CniResult::from_value(&json!({"cniVersion": "7.0.0"}), Version::V1_0_0).unwrap_err();
     assert_eq!(e.code, 1);
 }
+
+#[test]
+fn keys_of_another_version_layout_are_not_kept_as_extras() {
+    // Found by fuzzing: a 0.2.0 result carrying an `ips` key converted to 0.3.0 printed it.
+    let v = json!({"cniVersion": "0.2.0", "ips": [{"version": "4", "address": "dst10.1.0.5/24"}],
+                   "ip4": {"ip": "10.1.0.5/24"}, "routes": [{"dst": "::/0"}]});
+    let (_, r) = CniResult::from_value(&v, Version::V0_2_0).unwrap();
+    assert!(r.extra.is_empty(), "{:?}", r.extra);
+    for to in Version::ALL {
+        let out = r.to_value(to).unwrap();
+        CniResult::from_value(&out, Version::V0_1_0).unwrap();
+    }
+    let (_, r) =
+        CniResult::from_value(&json!({"cniVersion": "1.0.0", "ip4": 1}), Version::V1_0_0).unwrap();
+    assert!(r.extra.is_empty());
+}
