@@ -7,7 +7,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::{LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
+use rtnetlink::{
+    LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan, LinkVxlan,
+};
 
 use super::link::{Link, LinkRef, MacvlanMode};
 use super::{Netlink, NlError, NlResultExt};
@@ -248,6 +250,18 @@ impl Netlink {
                 LinkRef::Index(o.master)
             )
         })
+    }
+
+    /// `ip link add link <parent> name <name> type vlan id <vid>`, up. Needs 802.1q.
+    pub fn create_vlan(&self, name: &str, parent: u32, vid: u16) -> Result<Link> {
+        let b = LinkVlan::new(name, parent, vid).up();
+        self.newlink(b.build()).or_nl(|| {
+            format!(
+                "creating vlan {name} (id {vid}) on {}",
+                LinkRef::Index(parent)
+            )
+        })?;
+        self.created(name, "vlan")
     }
 
     /// `ip link add <name> type vxlan id <vni> ...`. EEXIST is an error; see
