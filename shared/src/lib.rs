@@ -8,6 +8,7 @@
 pub mod args;
 pub mod container;
 pub mod error;
+pub mod firewall;
 pub mod fsutil;
 pub mod invoke;
 pub mod lock;
