@@ -1,0 +1,144 @@
+//! DEL (best-effort, idempotent), STATUS and GC.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use super::add::ipam_type;
+use super::{tag_of, AttachConfig};
+use crate::error::{CniError, Result};
+use crate::firewall::{self, macspoof, nftexec::Nft, Tag};
+use crate::invoke;
+use crate::mac::Mac;
+use crate::netlink::Netlink;
+use crate::netns::NetNs;
+use crate::skel::{Command, Request};
+
+/// What DEL learns about the attachment before tearing it down.
+#[derive(Debug, Default)]
+struct Found {
+    ips: Vec<IpAddr>,
+    port: Option<String>,
+    mac: Option<Mac>,
+}
+
+/// Addresses, host port and MAC from the prevResult (when the runtime sent one).
+fn from_prev_result(req: &Request, found: &mut Found) {
+    let Ok(Some(prev)) = req.prev_result() else {
+        return;
+    };
+    found.ips.extend(prev.ips.iter().map(|i| i.address.ip()));
+    let ctr = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == req.ifname && !i.sandbox.is_empty());
+    if let Some(c) = ctr {
+        found.mac = prev.interfaces[c].mac.parse().ok();
+        // The bridge plugin's shape: [bridge, host veth, container].
+        if c >= 1 && prev.interfaces[c - 1].sandbox.is_empty() {
+            found.port = Some(prev.interfaces[c - 1].name.clone());
+        }
+    }
+}
+
+/// Delete the container interface (and so the veth pair), learning its addresses, MAC and host
+/// end first. Nothing to do when the namespace or the interface is gone.
+fn remove_interface(req: &Request, hnl: &Netlink, found: &mut Found) -> Result<()> {
+    let Some(path) = req.netns.as_deref() else {
+        return Ok(());
+    };
+    let Some(ns) = NetNs::open_if_exists(path)? else {
+        return Ok(());
+    };
+    let cnl = Netlink::open_in(&ns)?;
+    let Some(link) = cnl.link(&req.ifname)? else {
+        return Ok(());
+    };
+    found.ips.extend(
+        cnl.addresses(Some(link.index), None)?
+            .iter()
+            .map(|a| a.net.ip()),
+    );
+    found.mac = link.mac.or(found.mac);
+    if let Some(peer) = link.parent.filter(|_| link.is_kind("veth")) {
+        if let Some(host) = hnl.link(peer)?.filter(|l| l.is_kind("veth")) {
+            found.port = Some(host.name);
+        }
+    }
+    cnl.delete_link(link.index)?;
+    Ok(())
+}
+
+/// Tear the attachment down: container interface (veth pair), firewall entries, IPAM. Keeps
+/// going after a failure and returns the first; already gone is success. The bridge stays.
+pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
+    let hnl = Netlink::current()?;
+    let tag = tag_of(req);
+    let mut found = Found::default();
+    from_prev_result(req, &mut found);
+    let mut first: Option<CniError> = None;
+    let mut note = |r: Result<()>, what: &str| {
+        if let Err(e) = r {
+            tracing::warn!("DEL: {what}: {e}");
+            first.get_or_insert(e);
+        }
+    };
+    note(
+        remove_interface(req, &hnl, &mut found),
+        "deleting the interface",
+    );
+    // Firewall before IPAM: the address must not be handed out while a rule still names it.
+    if cfg.ip_masq {
+        let masq = firewall::masquerade(cfg.masq_backend);
+        note(masq.del(&tag, &found.ips), "removing masquerade");
+    }
+    if cfg.macspoofchk {
+        let hint = found.port.as_deref().map(|p| (p, found.mac));
+        note(macspoof::del(&tag, hint), "removing macspoofchk entries");
+    }
+    if let Some(ipam) = ipam_type(req) {
+        note(invoke::delegate(ipam, Command::Del, req), "IPAM DEL");
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// STATUS: IPAM's STATUS, and the firewall backends in use are usable (code 50 otherwise).
+pub fn status(req: &Request, cfg: &AttachConfig) -> Result<()> {
+    if cfg.ip_masq {
+        firewall::masquerade(cfg.masq_backend).status()?;
+    }
+    if cfg.macspoofchk {
+        Nft::get().map_err(|e| e.context("macspoofchk"))?;
+    }
+    if let Some(ipam) = ipam_type(req) {
+        invoke::delegate(ipam, Command::Status, req)?;
+    }
+    Ok(())
+}
+
+/// GC: remove firewall entries of this network whose attachment is not in the valid list,
+/// then IPAM's GC.
+pub fn gc(req: &Request, cfg: &AttachConfig) -> Result<()> {
+    let network = &req.conf.name;
+    let keep: HashSet<Tag> = req
+        .gc_valid_attachments()?
+        .iter()
+        .map(|a| Tag::new(network, &a.container_id, &a.ifname))
+        .collect();
+    let mut first: Option<CniError> = None;
+    if cfg.ip_masq {
+        if let Err(e) = firewall::masquerade(cfg.masq_backend).gc(network, &keep) {
+            first.get_or_insert(e);
+        }
+    }
+    if cfg.macspoofchk {
+        if let Err(e) = macspoof::gc(network, &keep) {
+            first.get_or_insert(e);
+        }
+    }
+    if let Some(ipam) = ipam_type(req) {
+        if let Err(e) = invoke::delegate(ipam, Command::Gc, req) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
