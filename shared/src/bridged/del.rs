@@ -40,23 +40,31 @@ fn from_prev_result(req: &Request, found: &mut Found) {
     }
 }
 
-/// Delete the container interface (and so the veth pair), learning its addresses, MAC and host
-/// end first. Nothing to do when the namespace or the interface is gone.
-fn remove_interface(req: &Request, hnl: &Netlink, found: &mut Found) -> Result<()> {
+/// The container interface, with what it tells about the attachment (addresses, MAC, host
+/// end): a socket in the container namespace and the link's index. `None` when the namespace
+/// or the interface is gone.
+fn find_interface(
+    req: &Request,
+    hnl: &Netlink,
+    found: &mut Found,
+) -> Result<Option<(Netlink, u32)>> {
     let Some(path) = req.netns.as_deref() else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(ns) = NetNs::open_if_exists(path)? else {
-        return Ok(());
+        return Ok(None);
     };
     let cnl = Netlink::open_in(&ns)?;
     let Some(link) = cnl.link(&req.ifname)? else {
-        return Ok(());
+        return Ok(None);
     };
+    let link_local =
+        |ip: &IpAddr| matches!(ip, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
     found.ips.extend(
         cnl.addresses(Some(link.index), None)?
             .iter()
-            .map(|a| a.net.ip()),
+            .map(|a| a.net.ip())
+            .filter(|ip| !link_local(ip)),
     );
     found.mac = link.mac.or(found.mac);
     if let Some(peer) = link.parent.filter(|_| link.is_kind("veth")) {
@@ -64,11 +72,10 @@ fn remove_interface(req: &Request, hnl: &Netlink, found: &mut Found) -> Result<(
             found.port = Some(host.name);
         }
     }
-    cnl.delete_link(link.index)?;
-    Ok(())
+    Ok(Some((cnl, link.index)))
 }
 
-/// Tear the attachment down: container interface (veth pair), firewall entries, IPAM. Keeps
+/// Tear the attachment down: firewall entries, container interface (veth pair), IPAM. Keeps
 /// going after a failure and returns the first; already gone is success. The bridge stays.
 pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
     let hnl = Netlink::current()?;
@@ -82,11 +89,17 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
             first.get_or_insert(e);
         }
     };
-    note(
-        remove_interface(req, &hnl, &mut found),
-        "deleting the interface",
-    );
-    // Firewall before IPAM: the address must not be handed out while a rule still names it.
+    let iface = match find_interface(req, &hnl, &mut found) {
+        Ok(i) => i,
+        Err(e) => {
+            note(Err(e), "looking at the container interface");
+            None
+        }
+    };
+    // Firewall first: the kernel finishes an nftables deletion in the background (an RCU grace
+    // period) and makes the process wait for it when it closes its socket at exit; deleting the
+    // veth below waits for grace periods too, so the two waits overlap. And firewall before
+    // IPAM: an address must not be handed out again while a rule still names it.
     if cfg.ip_masq {
         let masq = firewall::masquerade(cfg.masq_backend);
         note(masq.del(&tag, &found.ips), "removing masquerade");
@@ -94,6 +107,10 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
     if cfg.macspoofchk {
         let hint = found.port.as_deref().map(|p| (p, found.mac));
         note(macspoof::del(&tag, hint), "removing macspoofchk entries");
+    }
+    if let Some((cnl, index)) = iface {
+        // Deleting one end deletes the pair.
+        note(cnl.delete_link(index).map(drop), "deleting the interface");
     }
     if let Some(ipam) = ipam_type(req) {
         note(invoke::delegate(ipam, Command::Del, req), "IPAM DEL");

@@ -179,7 +179,7 @@ impl Lib {
     fn load() -> std::result::Result<Lib, String> {
         // SAFETY: dlopen with a constant, NUL-terminated name; the handle is never closed, so
         // the symbols stay valid for the life of the process.
-        let handle = unsafe { libc::dlopen(c"libnftables.so.1".as_ptr(), libc::RTLD_NOW) };
+        let handle = unsafe { libc::dlopen(c"libnftables.so.1".as_ptr(), libc::RTLD_LAZY) };
         if handle.is_null() {
             return Err("dlopen libnftables.so.1 failed".into());
         }
