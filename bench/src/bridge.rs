@@ -1,0 +1,101 @@
+//! bridge + host-local: whole-process ADD and DEL latency of one container, with and without
+//! ipMasq on each backend (and the nft binary instead of libnftables), next to `attached`
+//! containers already on the bridge.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use cni_shared::skel::Command;
+use cni_shared::testkit::{Call, Sandbox, TempDir};
+use serde_json::{json, Value};
+
+use crate::stats::Samples;
+
+fn conf(data: &TempDir, masq: Option<&str>) -> Value {
+    let mut c = json!({
+        "cniVersion": "1.1.0", "name": "bench", "type": "bridge", "bridge": "cni-bench",
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": data.path(),
+                 "ranges": [[{"subnet": "10.201.0.0/16"}]]}
+    });
+    if let Some(b) = masq {
+        c["ipMasq"] = json!(true);
+        c["ipMasqBackend"] = json!(b);
+    }
+    c
+}
+
+fn call(
+    host: &Sandbox,
+    c: &Value,
+    cmd: Command,
+    id: &str,
+    ctr: &Sandbox,
+    env: &[(&str, &str)],
+) -> Result<()> {
+    let mut call = Call::new("bridge", cmd, c.clone()).container(id, "eth0", Some(ctr.path()));
+    for (k, v) in env {
+        call = call.env(k, v);
+    }
+    call.run_in(host)
+        .map(drop)
+        .map_err(|e| anyhow!("{} {id}: {e}", cmd.as_str()))
+}
+
+/// (label, ipMasqBackend, extra environment)
+type Mode = (
+    &'static str,
+    Option<&'static str>,
+    &'static [(&'static str, &'static str)],
+);
+
+pub fn run(attached: u32, rounds: u32) -> Result<()> {
+    let host = Sandbox::new("bench-br");
+    let data = TempDir::new("bench-br");
+    let t = Instant::now();
+    let mut background = Vec::new();
+    for i in 0..attached {
+        let ctr = Sandbox::new(&format!("bench-br-{i}"));
+        let backend = if i % 2 == 0 { "nftables" } else { "iptables" };
+        call(
+            &host,
+            &conf(&data, Some(backend)),
+            Command::Add,
+            &format!("bg{i}"),
+            &ctr,
+            &[],
+        )?;
+        background.push(ctr);
+    }
+    println!(
+        "bridge: {attached} containers attached (half with nftables, half with iptables masquerade) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let ctr = Sandbox::new("bench-br-x");
+    let modes: [Mode; 4] = [
+        ("no ipMasq", None, &[]),
+        ("ipMasq nftables (libnftables)", Some("nftables"), &[]),
+        (
+            "ipMasq nftables (nft binary)",
+            Some("nftables"),
+            &[("CNI_NFT", "binary")],
+        ),
+        ("ipMasq iptables", Some("iptables"), &[]),
+    ];
+    for (name, masq, env) in modes {
+        let c = conf(&data, masq);
+        let (mut add, mut del) = (Samples::default(), Samples::default());
+        for i in 0..rounds {
+            let id = format!("x{i}");
+            let t = Instant::now();
+            call(&host, &c, Command::Add, &id, &ctr, env)?;
+            add.push(t.elapsed());
+            let t = Instant::now();
+            call(&host, &c, Command::Del, &id, &ctr, env)?;
+            del.push(t.elapsed());
+        }
+        println!("bridge ADD, {name:<31} @ {attached}: {}", add.summary());
+        println!("bridge DEL, {name:<31} @ {attached}: {}", del.summary());
+    }
+    Ok(())
+}
