@@ -137,6 +137,7 @@ fn iptables_coexists_with_foreign_chains() {
     );
     add(&host, &c, "k", &ctr);
     add(&host, &c, "k2", &Sandbox::new("br-ipt-co-c2"));
+    add(&host, &c, "k3", &Sandbox::new("br-ipt-co-c3"));
     let save = ipt_nat(&host, false);
     assert!(save.contains("-A KUBE-POSTROUTING -j RETURN"), "{save}");
     assert_eq!(
@@ -144,6 +145,14 @@ fn iptables_coexists_with_foreign_chains() {
         1,
         "one jump to CNI-MASQ: {save}"
     );
+    // GC removes the rules and the chain of an attachment that is not valid any more.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "k", "ifname": "eth0"},
+                                            {"containerID": "k2", "ifname": "eth0"}]);
+    call(&host, Command::Gc, &gc, "", None).unwrap();
+    let save = ipt_nat(&host, false);
+    assert!(!save.contains("cni:brnet/k3/eth0"), "{save}");
+    assert_eq!(save.matches(":CNI-M-").count(), 2, "{save}");
     del(&host, &c, "k", Some(&ctr));
     let save = ipt_nat(&host, false);
     assert!(save.contains("-A KUBE-POSTROUTING -j RETURN"), "{save}");

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::add::ipam_type;
 use super::{tag_of, AttachConfig};
-use crate::error::{CniError, Result};
+use crate::error::{code, CniError, Result};
 use crate::firewall::{self, macspoof, nftexec::Nft, Tag};
 use crate::invoke;
 use crate::mac::Mac;
@@ -83,11 +83,14 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
     let mut found = Found::default();
     from_prev_result(req, &mut found);
     let mut first: Option<CniError> = None;
-    let mut note = |r: Result<()>, what: &str| {
-        if let Err(e) = r {
+    let mut note = |r: Result<()>, what: &str| match r {
+        // A backend that is not usable now could not have made rules to remove either.
+        Err(e) if e.code == code::NOT_AVAILABLE => tracing::warn!("DEL: {what}: {e}"),
+        Err(e) => {
             tracing::warn!("DEL: {what}: {e}");
             first.get_or_insert(e);
         }
+        Ok(()) => {}
     };
     let iface = match find_interface(req, &hnl, &mut found) {
         Ok(i) => i,
