@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use cni_shared::skel::Command;
-use cni_tests::testkit::{Sandbox, TempDir};
+use cni_shared::CniError;
+use cni_tests::testkit::{Call, Sandbox, TempDir};
 use serde_json::json;
 
 use super::{add, blocked, call, call_if, conf, del, ip_of, ipt_nat, nft_ruleset, pings};
@@ -194,4 +195,91 @@ fn macspoofchk_drops_frames_from_another_mac() {
     call_if(&host, Command::Del, &c, "s2", "eth0", None).unwrap();
     assert!(!nft_ruleset(&host).contains("cni:brnet/s2/"));
     del(&host, &c, "s2", Some(&ctr));
+}
+
+#[test]
+fn the_nft_binary_path_finds_rules_by_tag_too() {
+    let host = Sandbox::new("br-nftbin");
+    let ctr = Sandbox::new("br-nftbin-c");
+    let data = TempDir::new("br-nftbin");
+    let c = conf(
+        &data,
+        "br-nftbin",
+        &["10.73.0.0/24"],
+        json!({"ipMasq": true, "macspoofchk": true}),
+    );
+    let run = |cmd, netns: Option<&std::path::Path>| {
+        Call::new("bridge", cmd, c.clone())
+            .container("nb", "eth0", netns)
+            .env("CNI_NFT", "binary")
+            .run_in(&host)
+    };
+    let r = run(Command::Add, Some(ctr.path())).unwrap().json();
+    assert_eq!(nft_ruleset(&host).matches("cni:brnet/nb/eth0").count(), 3);
+    let mut check = c.clone();
+    check["prevResult"] = r;
+    Call::new("bridge", Command::Check, check)
+        .container("nb", "eth0", Some(ctr.path()))
+        .env("CNI_NFT", "binary")
+        .run_in(&host)
+        .unwrap();
+    // No namespace, no prevResult: found by listing the maps and sets (JSON).
+    run(Command::Del, None).unwrap();
+    assert!(!nft_ruleset(&host).contains("cni:brnet/nb/"));
+    run(Command::Del, Some(ctr.path())).unwrap();
+}
+
+/// Run the bridge plugin in `host` with /usr/sbin (and /sbin) hidden behind an empty tmpfs in a
+/// private mount namespace, so neither nft nor iptables can be found.
+fn without_sbin(
+    host: &Sandbox,
+    cmd: Command,
+    c: &serde_json::Value,
+    netns: &std::path::Path,
+    env: &[(&str, &str)],
+) -> CniError {
+    let script = "mount -t tmpfs none /usr/sbin && { mount -t tmpfs none /sbin 2>/dev/null; \
+                  true; } && exec \"$0\"";
+    let mut p = host.command("unshare");
+    p.args(["-m", "sh", "-c", script])
+        .arg(cni_tests::testkit::plugin_path("bridge"))
+        .env("CNI_COMMAND", cmd.as_str())
+        .env("CNI_PATH", cni_tests::testkit::bin_dir())
+        .env("CNI_CONTAINERID", "nosbin")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", netns);
+    for (k, v) in env {
+        p.env(k, v);
+    }
+    let stdin = serde_json::to_vec(c).unwrap();
+    cni_shared::invoke::communicate(p, &stdin).unwrap_err()
+}
+
+#[test]
+fn an_unusable_backend_is_status_50_naming_it() {
+    let host = Sandbox::new("br-nosbin");
+    let ctr = Sandbox::new("br-nosbin-c");
+    let data = TempDir::new("br-nosbin");
+    let ipt = conf(
+        &data,
+        "br-nosbin",
+        &["10.74.0.0/24"],
+        json!({"ipMasq": true, "ipMasqBackend": "iptables"}),
+    );
+    let e = without_sbin(&host, Command::Status, &ipt, host.path(), &[]);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("iptables"), "{}", e.msg);
+    let mut nft = ipt.clone();
+    nft["ipMasqBackend"] = json!("nftables");
+    let binary = [("CNI_NFT", "binary")];
+    let e = without_sbin(&host, Command::Status, &nft, host.path(), &binary);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("nftables"), "{}", e.msg);
+    // ADD says so too, and rolls back what it did before the firewall step.
+    let e = without_sbin(&host, Command::Add, &ipt, ctr.path(), &[]);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("ipMasqBackend iptables"), "{}", e.msg);
+    assert!(!ctr.has_link("eth0"), "veth rolled back");
+    assert!(super::host_veths(&host).is_empty(), "veth rolled back");
+    assert!(super::leases(&data).is_empty(), "IPAM rolled back");
 }

@@ -245,7 +245,8 @@ fn every_result_version() {
 fn fifty_parallel_adds_on_a_new_bridge() {
     let host = Sandbox::new("br-par");
     let data = TempDir::new("br-par");
-    let c = conf(&data, "br-par", &["10.46.0.0/24"], json!({}));
+    // ipMasq too: the first ADDs race to create the nftables table as well.
+    let c = conf(&data, "br-par", &["10.46.0.0/24"], json!({"ipMasq": true}));
     let ctrs: Vec<Sandbox> = (0..50)
         .map(|i| Sandbox::new(&format!("br-par-{i}")))
         .collect();
@@ -269,6 +270,17 @@ fn fifty_parallel_adds_on_a_new_bridge() {
     let br = host.ip(&["-o", "addr", "show", "br-par"]);
     assert_eq!(br.matches("10.46.0.1/24").count(), 1, "{br}");
     assert!(pings(&ctrs[0], ip_of(results[49].as_ref().unwrap(), 0)));
+    let rules = super::nft_ruleset(&host);
+    assert_eq!(
+        rules.matches("comment \"cni:brnet/p").count(),
+        50,
+        "{rules}"
+    );
+    assert_eq!(
+        rules.matches("saddr vmap").count(),
+        2,
+        "set up once: {rules}"
+    );
     for (i, ctr) in ctrs.iter().enumerate() {
         del(&host, &c, &format!("p{i}"), Some(ctr));
     }

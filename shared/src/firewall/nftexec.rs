@@ -110,17 +110,22 @@ impl Nft {
 fn run_binary(path: &PathBuf, script: &str, json: bool) -> std::result::Result<String, NftError> {
     let mut cmd = Command::new(path);
     if json {
-        cmd.arg("-j");
+        // `nft -j -f` would read the input as JSON: pass the (single, simple) listing command
+        // as arguments instead.
+        cmd.arg("-j").args(script.split_whitespace());
+    } else {
+        cmd.args(["-f", "-"]);
     }
     let mut child = cmd
-        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| NftError(format!("executing {}: {e}", path.display())))?;
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(script.as_bytes());
+        if !json {
+            let _ = stdin.write_all(script.as_bytes());
+        }
     }
     let out = child
         .wait_with_output()
