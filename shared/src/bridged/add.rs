@@ -40,36 +40,45 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
     let br = ensure_bridge(&hnl, cfg)?;
 
     let mut rb = Rollback::new();
-    let veth = hnl.create_veth(
-        None,
-        &req.ifname,
-        &ns,
-        &VethOpts {
-            mtu: cfg.mtu,
-            host_mac: None,
-            peer_mac: cfg.mac,
-            controller: Some(br.index),
-            host_up: true,
-        },
-    )?;
+    let ipam = ipam_type(req);
+    // IPAM plugins that never look at the container interface run while the veth is created
+    // (both take milliseconds); others (dhcp) need the interface first.
+    let early = ipam.filter(|t| IPAM_WITHOUT_INTERFACE.contains(t));
+    let (veth, early_result) = std::thread::scope(|s| {
+        let job = early.map(|t| s.spawn(move || invoke::delegate_add(t, req)));
+        let veth = create_port(&hnl, cfg, req, &ns, &br);
+        let result = job.map(|j| {
+            j.join()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread panicked")))
+        });
+        (veth, result)
+    });
+    if let (Some(ipam), Some(Ok(_))) = (early, &early_result) {
+        rb.push("IPAM DEL", move || {
+            invoke::delegate(ipam, Command::Del, req)
+        });
+    }
+    let veth = veth?;
     let host_index = veth.index;
     let hnl_ref = &hnl;
     rb.push(format!("deleting veth {}", veth.name), move || {
         hnl_ref.delete_link(host_index).map(drop)
     });
-    setup_port(&hnl, cfg, &veth)?;
-
-    let mut result = CniResult::default();
-    if let Some(ipam) = ipam_type(req) {
-        result = invoke::delegate_add(ipam, req)?;
-        rb.push("IPAM DEL", move || {
-            invoke::delegate(ipam, Command::Del, req)
-        });
-        if result.ips.is_empty() {
-            return Err(CniError::internal(format!(
-                "IPAM plugin {ipam:?} returned no IP configuration"
-            )));
+    let mut result = match (ipam, early_result) {
+        (_, Some(r)) => r?,
+        (Some(ipam), None) => {
+            let r = invoke::delegate_add(ipam, req)?;
+            rb.push("IPAM DEL", move || {
+                invoke::delegate(ipam, Command::Del, req)
+            });
+            r
         }
+        (None, None) => CniResult::default(),
+    };
+    if let Some(ipam) = ipam.filter(|_| result.ips.is_empty()) {
+        return Err(CniError::internal(format!(
+            "IPAM plugin {ipam:?} returned no IP configuration"
+        )));
     }
     for ip in &mut result.ips {
         ip.interface = Some(2);
@@ -131,6 +140,37 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
     rb.commit();
     tracing::info!(veth = veth.name, ips = ?ips, "attached");
     Ok(result)
+}
+
+/// IPAM plugins known not to need the container interface (they only hand out addresses).
+const IPAM_WITHOUT_INTERFACE: [&str; 2] = ["host-local", "static"];
+
+/// The veth pair, the container end born in the container as CNI_IFNAME, the host end on the
+/// bridge with its port flags and VLANs. On a failure after creation the pair is deleted.
+fn create_port(
+    nl: &Netlink,
+    cfg: &AttachConfig,
+    req: &Request,
+    ns: &NetNs,
+    br: &Link,
+) -> Result<Link> {
+    let veth = nl.create_veth(
+        None,
+        &req.ifname,
+        ns,
+        &VethOpts {
+            mtu: cfg.mtu,
+            host_mac: None,
+            peer_mac: cfg.mac,
+            controller: Some(br.index),
+            host_up: true,
+        },
+    )?;
+    if let Err(e) = setup_port(nl, cfg, &veth) {
+        let _ = nl.delete_link(veth.index);
+        return Err(e);
+    }
+    Ok(veth)
 }
 
 /// Port flags and VLANs of the host end.

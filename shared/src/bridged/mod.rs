@@ -9,8 +9,10 @@
 //! 2. a veth pair, the container end born in the container namespace as `CNI_IFNAME`, the host
 //!    end `veth` + 8 hex digits attached to the bridge and up; port flags (hairpin, isolated);
 //!    port VLANs;
-//! 3. IPAM ADD; the gateway of each family on the bridge (or on `<bridge>.<vlan>`), forwarding on;
-//!    the container's addresses and routes (`container::configure_iface`);
+//! 3. IPAM ADD — for host-local and static on a second thread while step 2 runs (both take
+//!    milliseconds; dhcp needs the interface first, so it runs after); the gateway of each family
+//!    on the bridge (or on `<bridge>.<vlan>`), forwarding on; the container's addresses and
+//!    routes (`container::configure_iface`);
 //! 4. masquerade (`firewall::Masquerade`) and the MAC spoof check, each one transaction;
 //! 5. the result: interfaces `[bridge, host veth, container]`, every IP on interface 2.
 //!

@@ -162,13 +162,12 @@ pub fn add(tag: &Tag, port: &str, mac: Mac) -> Result<()> {
         ),
         Err(e) if e.is_exists() => {
             // A port name reused after a leak: replace whatever is there for it.
+            let key = port_key(port)?;
+            let with_mac = format!("{key} .");
             let stale: Vec<Entry> = list_all(nft)?
                 .into_iter()
                 .map(|(e, _)| e)
-                .filter(|e| {
-                    e.key == port_key(port).unwrap_or_default()
-                        || e.key.starts_with(&format!("\"{port}\" ."))
-                })
+                .filter(|e| e.key == key || e.key.starts_with(&with_mac))
                 .collect();
             run(
                 nft,

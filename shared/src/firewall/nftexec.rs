@@ -255,6 +255,9 @@ impl Lib {
         }
         // SAFETY: ctx is live, `cmd` a NUL-terminated buffer that outlives the call.
         let rc = unsafe { (self.run_cmd)(ctx.0, cmd.as_ptr()) };
+        // The buffers are rewound, not cleared, between runs: a run that prints nothing leaves
+        // the previous text in place. Callers only read the output of listings (which always
+        // print on success) and the error text of failed runs (which always print one).
         let out = read(self.get_output);
         let err = read(self.get_error);
         if rc == 0 {
