@@ -306,6 +306,16 @@ fn status_and_gc() {
     let _ = r2;
     del(&host, &c, "keep", Some(&c1));
     assert!(!super::nft_ruleset(&host).contains("cni:brnet/keep"));
+    // With no attachment left, GC also removes the network's shared chain.
+    assert!(super::nft_ruleset(&host).contains("comment \"cni:brnet 10.47.0.0/24\""));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    call(&host, Command::Gc, &gc, "", None).unwrap();
+    let rules = super::nft_ruleset(&host);
+    assert!(!rules.contains("cni:brnet"), "{rules}");
+    assert!(
+        rules.contains("table inet cni_masq"),
+        "the table stays: {rules}"
+    );
 }
 
 #[test]

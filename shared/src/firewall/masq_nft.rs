@@ -109,8 +109,8 @@ pub fn comment_in(text: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_string())
 }
 
-/// Every element of both maps: (address, comment).
-fn list_all(nft: &Nft) -> Result<Vec<(IpAddr, String)>> {
+/// Every element of both maps.
+fn list_all(nft: &Nft) -> Result<Vec<Element>> {
     let mut out = Vec::new();
     for map in ["masq4", "masq6"] {
         match nft.run_json(&format!("list map {TABLE} {map}")) {
@@ -122,9 +122,18 @@ fn list_all(nft: &Nft) -> Result<Vec<(IpAddr, String)>> {
     Ok(out)
 }
 
-/// The (key, comment) pairs of a `list map` JSON document; keys that are not addresses are
-/// skipped.
-pub fn elements_of(v: &Value) -> Vec<(IpAddr, String)> {
+/// One element of a masquerade map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub ip: IpAddr,
+    pub comment: String,
+    /// The chain it jumps to.
+    pub target: String,
+}
+
+/// The elements of the maps in a `list map` or `list table` JSON document; keys that are not
+/// addresses are skipped.
+pub fn elements_of(v: &Value) -> Vec<Element> {
     let mut out = Vec::new();
     let items = v.get("nftables").and_then(Value::as_array);
     for item in items.into_iter().flatten() {
@@ -141,9 +150,44 @@ pub fn elements_of(v: &Value) -> Vec<(IpAddr, String)> {
                 ),
                 None => (key.as_str(), ""),
             };
+            let target = pair
+                .get(1)
+                .and_then(|v| v.get("jump"))
+                .and_then(|j| j.get("target"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if let Some(ip) = val.and_then(|s| s.parse().ok()) {
-                out.push((ip, comment.to_string()));
+                out.push(Element {
+                    ip,
+                    comment: comment.to_string(),
+                    target: target.to_string(),
+                });
             }
+        }
+    }
+    out
+}
+
+/// The network chains of `tag`'s network in a `list table` JSON document (found by their
+/// rule's comment, `"<network label> <subnet>"`).
+pub fn net_chains_of(v: &Value, network_label: &str) -> Vec<String> {
+    let prefix = format!("{network_label} ");
+    let mut out: Vec<String> = Vec::new();
+    let items = v.get("nftables").and_then(Value::as_array);
+    for rule in items.into_iter().flatten().filter_map(|i| i.get("rule")) {
+        let chain = rule
+            .get("chain")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let comment = rule
+            .get("comment")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if chain.starts_with("net-")
+            && comment.starts_with(&prefix)
+            && !out.iter().any(|c| c == chain)
+        {
+            out.push(chain.to_string());
         }
     }
     out
@@ -213,8 +257,8 @@ impl Masquerade for NftMasq {
         if ours.is_empty() {
             ours = list_all(nft)?
                 .into_iter()
-                .filter(|(_, c)| c == tag.as_str())
-                .map(|(ip, _)| ip)
+                .filter(|e| e.comment == tag.as_str())
+                .map(|e| e.ip)
                 .collect();
         }
         if ours.is_empty() {
@@ -248,16 +292,39 @@ impl Masquerade for NftMasq {
     fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<()> {
         let nft = Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))?;
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
-        let stale: Vec<IpAddr> = list_all(nft)?
-            .into_iter()
-            .filter(|(_, c)| Tag::in_network(c, network) && !keep.contains(c.as_str()))
-            .map(|(ip, _)| ip)
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
+        // GC is rare: one listing of our own table serves both steps.
+        let table = match nft.run_json(&format!("list table {TABLE}")) {
+            Ok(v) => v,
+            Err(e) if e.is_missing() => return Ok(()),
+            Err(e) => return Err(e.cni("listing table inet cni_masq")),
+        };
+        let (stale, live): (Vec<Element>, Vec<Element>) =
+            elements_of(&table).into_iter().partition(|e| {
+                Tag::in_network(&e.comment, network) && !keep.contains(e.comment.as_str())
+            });
+        if !stale.is_empty() {
+            let ips: Vec<IpAddr> = stale.iter().map(|e| e.ip).collect();
+            tracing::info!(?ips, "GC: removing masquerade entries");
+            run(nft, &delete_script(&ips), "GC of masquerade entries")?;
         }
-        tracing::info!(?stale, "GC: removing masquerade entries");
-        run(nft, &delete_script(&stale), "GC of masquerade entries")
+        // The network's chains no element jumps to any more. A concurrent ADD that needs one
+        // again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it
+        // missing and creates it anew.
+        let label = super::tag::network_label(network);
+        let orphans: Vec<String> = net_chains_of(&table, &label)
+            .into_iter()
+            .filter(|c| !live.iter().any(|e| &e.target == c))
+            .collect();
+        if !orphans.is_empty() {
+            let script: String = orphans
+                .iter()
+                .map(|c| format!("delete chain {TABLE} {c}\n"))
+                .collect();
+            if let Err(e) = nft.run(&script) {
+                tracing::info!("GC: network chains still in use: {}", e.0.trim());
+            }
+        }
+        Ok(())
     }
 
     fn status(&self) -> Result<()> {
@@ -319,13 +386,24 @@ mod tests {
             [{"elem": {"val": {"prefix": {}}}}, {"jump": {"target": "x"}}]
         ]}}]});
         let e = elements_of(&v);
+        let ips: Vec<(String, &str, &str)> = e
+            .iter()
+            .map(|e| (e.ip.to_string(), e.comment.as_str(), e.target.as_str()))
+            .collect();
         assert_eq!(
-            e,
+            ips,
             vec![
-                ("10.0.0.5".parse().unwrap(), "cni:n/c/eth0".to_string()),
-                ("10.0.0.6".parse().unwrap(), String::new())
+                ("10.0.0.5".to_string(), "cni:n/c/eth0", "x"),
+                ("10.0.0.6".to_string(), "", "x")
             ]
         );
+        let table = json!({"nftables": [
+            {"chain": {"name": "net-1"}},
+            {"rule": {"chain": "net-1", "comment": "cni:n 10.0.0.0/24"}},
+            {"rule": {"chain": "net-2", "comment": "cni:n2 10.0.1.0/24"}},
+            {"rule": {"chain": "postrouting"}}
+        ]});
+        assert_eq!(net_chains_of(&table, "cni:n"), ["net-1"]);
         assert!(elements_of(&json!({"garbage": 1})).is_empty());
     }
 }

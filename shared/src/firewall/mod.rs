@@ -29,7 +29,9 @@
 //! when the kernel reports them missing); DEL verifies the element's comment (`get element`, a
 //! targeted lookup) and deletes it; neither lists the ruleset. Each new connection costs one hash
 //! lookup, however many containers there are. Only when DEL knows no address of the attachment
-//! (namespace gone and no prevResult) does it list the two maps to find the tag.
+//! (namespace gone and no prevResult) does it list the two maps to find the tag. GC lists the
+//! table once, deletes the network's elements whose tag is not valid, then the network's chains
+//! no element jumps to any more.
 //!
 //! # iptables layout (`ipMasqBackend: iptables`)
 //!
