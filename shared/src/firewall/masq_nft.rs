@@ -328,9 +328,14 @@ impl Masquerade for NftMasq {
     }
 
     fn status(&self) -> Result<()> {
-        Nft::get()
-            .map(drop)
-            .map_err(|e| e.context("ipMasqBackend nftables"))
+        let nft = Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))?;
+        // A read-only round trip: the kernel must speak nf_tables too.
+        nft.run("list tables").map(drop).map_err(|e| {
+            CniError::not_available(format!(
+                "ipMasqBackend nftables: the kernel refused a listing: {}",
+                e.0.trim()
+            ))
+        })
     }
 }
 
