@@ -51,6 +51,30 @@ fn call(
         .map_err(|e| anyhow!("{} {id}: {e}", cmd.as_str()))
 }
 
+/// Where Debian's containernetworking-plugins puts the reference binaries.
+const REFERENCE: &str = "/usr/lib/cni";
+
+/// `rounds` ADD+DEL cycles of one container; the ADD and DEL latencies.
+fn measure(
+    host: &Sandbox,
+    c: &Value,
+    ctr: &Sandbox,
+    env: &[(&str, &str)],
+    rounds: u32,
+) -> Result<(Samples, Samples)> {
+    let (mut add, mut del) = (Samples::default(), Samples::default());
+    for i in 0..rounds {
+        let id = format!("x{i}");
+        let t = Instant::now();
+        call(host, c, Command::Add, &id, ctr, env)?;
+        add.push(t.elapsed());
+        let t = Instant::now();
+        call(host, c, Command::Del, &id, ctr, env)?;
+        del.push(t.elapsed());
+    }
+    Ok((add, del))
+}
+
 /// A CNI_PATH directory holding `hl-seq`, a symlink to host-local.
 static EXTRA_PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
@@ -91,16 +115,7 @@ pub fn run(attached: u32, rounds: u32) -> Result<()> {
     )?;
     let _ = EXTRA_PATH.set(alias.path().to_path_buf());
     let seq = conf_ipam(&data, None, "hl-seq");
-    let (mut add, mut del) = (Samples::default(), Samples::default());
-    for i in 0..rounds {
-        let id = format!("s{i}");
-        let t = Instant::now();
-        call(&host, &seq, Command::Add, &id, &ctr, &[])?;
-        add.push(t.elapsed());
-        let t = Instant::now();
-        call(&host, &seq, Command::Del, &id, &ctr, &[])?;
-        del.push(t.elapsed());
-    }
+    let (add, _) = measure(&host, &seq, &ctr, &[], rounds)?;
     let label = "no ipMasq, IPAM after the veth";
     println!("bridge ADD, {label:<31} @ {attached}: {}", add.summary());
     let modes: [Mode; 4] = [
@@ -113,20 +128,47 @@ pub fn run(attached: u32, rounds: u32) -> Result<()> {
         ),
         ("ipMasq iptables", Some("iptables"), &[]),
     ];
+    let mut ours = Vec::new();
     for (name, masq, env) in modes {
-        let c = conf(&data, masq);
-        let (mut add, mut del) = (Samples::default(), Samples::default());
-        for i in 0..rounds {
-            let id = format!("x{i}");
-            let t = Instant::now();
-            call(&host, &c, Command::Add, &id, &ctr, env)?;
-            add.push(t.elapsed());
-            let t = Instant::now();
-            call(&host, &c, Command::Del, &id, &ctr, env)?;
-            del.push(t.elapsed());
-        }
+        let (add, del) = measure(&host, &conf(&data, masq), &ctr, env, rounds)?;
         println!("bridge ADD, {name:<31} @ {attached}: {}", add.summary());
         println!("bridge DEL, {name:<31} @ {attached}: {}", del.summary());
+        ours.push((add, del));
     }
+    if !std::path::Path::new(REFERENCE).join("bridge").is_file() {
+        println!("(reference plugins not installed in {REFERENCE}: no comparison)");
+        return Ok(());
+    }
+    // The reference (Debian's containernetworking-plugins) through the same runner; its
+    // host-local comes from the same directory. It speaks up to CNI 1.0.0 and only iptables.
+    std::env::set_var("CNI_TEST_BIN_DIR", REFERENCE);
+    let refs = [
+        ("no ipMasq", None, 0),
+        ("ipMasq (iptables)", Some("iptables"), 3),
+    ];
+    for (name, masq, ours_idx) in refs {
+        let mut c = conf(&data, masq);
+        c["cniVersion"] = json!("1.0.0");
+        if let Some(obj) = c.as_object_mut() {
+            obj.remove("ipMasqBackend");
+        }
+        let (add, del) = measure(&host, &c, &ctr, &[], rounds)?;
+        let ratio = |r: &Samples, o: &Samples| {
+            crate::stats::ms(r.quantile(0.5)) / crate::stats::ms(o.quantile(0.5)).max(0.001)
+        };
+        let (oa, od) = (&ours[ours_idx].0, &ours[ours_idx].1);
+        let (best_a, best_d) = (&ours[1].0, &ours[1].1);
+        println!("reference ADD, {name:<28} @ {attached}: {}", add.summary());
+        println!("reference DEL, {name:<28} @ {attached}: {}", del.summary());
+        println!(
+            "  median ratio reference/ours: ADD {:.1}x, DEL {:.1}x (same backend); \
+             against our nftables default: ADD {:.1}x, DEL {:.1}x",
+            ratio(&add, oa),
+            ratio(&del, od),
+            ratio(&add, best_a),
+            ratio(&del, best_d)
+        );
+    }
+    std::env::remove_var("CNI_TEST_BIN_DIR");
     Ok(())
 }

@@ -111,12 +111,23 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
         let hint = found.port.as_deref().map(|p| (p, found.mac));
         note(macspoof::del(&tag, hint), "removing macspoofchk entries");
     }
-    if let Some((cnl, index)) = iface {
+    // Deleting the veth waits in the kernel for RCU grace periods (~15 ms here); IPAM DEL (a
+    // process) runs meanwhile on a second thread.
+    let (deleted, released) = std::thread::scope(|s| {
+        let ipam = ipam_type(req).map(|t| s.spawn(move || invoke::delegate(t, Command::Del, req)));
         // Deleting one end deletes the pair.
-        note(cnl.delete_link(index).map(drop), "deleting the interface");
+        let deleted = iface.map(|(cnl, index)| cnl.delete_link(index).map(drop));
+        let released = ipam.map(|j| {
+            j.join()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM DEL thread panicked")))
+        });
+        (deleted, released)
+    });
+    if let Some(r) = deleted {
+        note(r, "deleting the interface");
     }
-    if let Some(ipam) = ipam_type(req) {
-        note(invoke::delegate(ipam, Command::Del, req), "IPAM DEL");
+    if let Some(r) = released {
+        note(r, "IPAM DEL");
     }
     first.map_or(Ok(()), Err)
 }
