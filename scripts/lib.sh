@@ -33,5 +33,5 @@ ensure_cargo() {
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
 }
 
-# What the integration tests and the demo run: ip, ping, nft, iptables, conntrack.
-TEST_TOOLS=(ip:iproute2 ping:iputils-ping nft:nftables iptables:iptables ip6tables:iptables conntrack:conntrack)
+# What the integration tests and the demo run: ip, bridge, ping, nft, iptables, conntrack, unshare.
+TEST_TOOLS=(ip:iproute2 bridge:iproute2 ping:iputils-ping nft:nftables iptables:iptables ip6tables:iptables conntrack:conntrack unshare:util-linux)

@@ -4,12 +4,14 @@
 // A report tool: its output is the report.
 #![allow(clippy::print_stdout)]
 
+mod bridge;
 mod host_local;
 mod stats;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cni-bench host-local [--leases N] [--rounds N]";
+const USAGE: &str =
+    "usage: cni-bench host-local [--leases N] [--rounds N] | bridge [--attached N] [--rounds N]";
 
 fn arg(args: &[String], name: &str, default: u32) -> Result<u32> {
     match args.iter().position(|a| a == name) {
@@ -29,6 +31,7 @@ fn main() -> Result<()> {
             arg(&args, "--leases", 60_000)?,
             arg(&args, "--rounds", 200)?,
         ),
+        Some("bridge") => bridge::run(arg(&args, "--attached", 200)?, arg(&args, "--rounds", 50)?),
         _ => bail!("{USAGE}"),
     }
 }

@@ -6,8 +6,10 @@
 //! `netlink` for the kernel, and returns a [`spec::CniResult`] or a [`CniError`].
 
 pub mod args;
+pub mod bridged;
 pub mod container;
 pub mod error;
+pub mod firewall;
 pub mod fsutil;
 pub mod invoke;
 pub mod libcni;

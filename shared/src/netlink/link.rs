@@ -248,6 +248,18 @@ impl Netlink {
         self.set_flag_up(r, false)
     }
 
+    /// `ip link set <link> promisc on|off`.
+    pub fn set_promisc<'a>(&self, r: impl Into<LinkRef<'a>>, on: bool) -> Result<()> {
+        let r = r.into();
+        let mut m = addressed(r);
+        m.header.change_mask = LinkFlags::Promisc;
+        if on {
+            m.header.flags = LinkFlags::Promisc;
+        }
+        self.setlink(m)
+            .or_nl(|| format!("setting promisc {} on {r}", if on { "on" } else { "off" }))
+    }
+
     /// `ip link set <link> mtu <mtu>`.
     pub fn set_mtu<'a>(&self, r: impl Into<LinkRef<'a>>, mtu: u32) -> Result<()> {
         let r = r.into();

@@ -1,0 +1,360 @@
+//! ADD: bridge, veth, IPAM, gateway, container side, firewall, result; undone on failure.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+
+use super::{ensure_bridge, is_unsupported, tag_of, vlan_unsupported, AttachConfig};
+use crate::container::{configure_iface, interface_of, IfaceOpts};
+use crate::error::{CniError, Result};
+use crate::firewall::{self, macspoof};
+use crate::invoke;
+use crate::netlink::{
+    AddrOpts, BridgePortFlags, BridgeVlan, Family, Link, Netlink, VethOpts, VlanOpts,
+};
+use crate::netns::NetNs;
+use crate::rollback::Rollback;
+use crate::skel::{Command, Request};
+use crate::spec::{CniResult, Route};
+use crate::sysctl;
+
+/// The configured IPAM plugin type, if any.
+pub(super) fn ipam_type(req: &Request) -> Option<&str> {
+    req.conf
+        .ipam
+        .as_ref()
+        .map(|i| i.ipam_type.as_str())
+        .filter(|t| !t.is_empty())
+}
+
+/// Attach the container of `req` to the bridge of `cfg`. See the module doc for the steps.
+pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
+    let ns = NetNs::open(req.require_netns()?)?;
+    let cnl = Netlink::open_in(&ns)?;
+    if cnl.link(&req.ifname)?.is_some() {
+        return Err(CniError::internal(format!(
+            "CNI_IFNAME: interface {} already exists in {}",
+            req.ifname,
+            ns.path().display()
+        )));
+    }
+    let hnl = Netlink::current()?;
+    let br = ensure_bridge(&hnl, cfg)?;
+
+    let mut rb = Rollback::new();
+    let ipam = ipam_type(req);
+    // IPAM plugins that never look at the container interface run while the veth is created
+    // (both take milliseconds); others (dhcp) need the interface first.
+    let early = ipam.filter(|t| IPAM_WITHOUT_INTERFACE.contains(t));
+    let (veth, early_result) = std::thread::scope(|s| {
+        let job = early.map(|t| s.spawn(move || invoke::delegate_add(t, req)));
+        let veth = create_port(&hnl, cfg, req, &ns, &br);
+        let result = job.map(|j| {
+            j.join()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread panicked")))
+        });
+        (veth, result)
+    });
+    if let (Some(ipam), Some(Ok(_))) = (early, &early_result) {
+        rb.push("IPAM DEL", move || {
+            invoke::delegate(ipam, Command::Del, req)
+        });
+    }
+    let veth = veth?;
+    let host_index = veth.index;
+    let hnl_ref = &hnl;
+    rb.push(format!("deleting veth {}", veth.name), move || {
+        hnl_ref.delete_link(host_index).map(drop)
+    });
+    let mut result = match (ipam, early_result) {
+        (_, Some(r)) => r?,
+        (Some(ipam), None) => {
+            let r = invoke::delegate_add(ipam, req)?;
+            rb.push("IPAM DEL", move || {
+                invoke::delegate(ipam, Command::Del, req)
+            });
+            r
+        }
+        (None, None) => CniResult::default(),
+    };
+    if let Some(ipam) = ipam.filter(|_| result.ips.is_empty()) {
+        return Err(CniError::internal(format!(
+            "IPAM plugin {ipam:?} returned no IP configuration"
+        )));
+    }
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+    }
+    if cfg.is_gateway {
+        for ip in &mut result.ips {
+            if ip.gateway.is_none() {
+                ip.gateway = first_host(&ip.address);
+            }
+        }
+        if cfg.is_default_gateway {
+            add_default_routes(&mut result);
+        }
+        setup_gateway(&hnl, cfg, &br, &result)?;
+        enable_forwarding(&result)?;
+    }
+
+    let clink = if cfg.disable_container_interface {
+        cnl.link(&req.ifname)?.ok_or_else(|| {
+            CniError::internal(format!("{} vanished from the container", req.ifname))
+        })?
+    } else {
+        let opts = IfaceOpts {
+            enable_dad: cfg.enable_dad,
+            notify_neighbours: false,
+        };
+        configure_iface(&ns, &cnl, &req.ifname, &result, 2, opts)?
+    };
+
+    let tag = tag_of(req);
+    let ips: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+    if cfg.ip_masq && !ips.is_empty() {
+        let masq = firewall::masquerade(cfg.masq_backend);
+        masq.add(&tag, &ips)?;
+        let (tag, hints) = (tag.clone(), ips.iter().map(|i| i.ip()).collect::<Vec<_>>());
+        rb.push("removing masquerade", move || masq.del(&tag, &hints));
+    }
+    if cfg.macspoofchk {
+        let mac = clink.mac.ok_or_else(|| {
+            CniError::internal(format!("macspoofchk: {} has no MAC address", req.ifname))
+        })?;
+        macspoof::add(&tag, &veth.name, mac)?;
+        let (tag, port) = (tag.clone(), veth.name.clone());
+        rb.push("removing macspoofchk entries", move || {
+            macspoof::del(&tag, Some((&port, Some(mac))))
+        });
+    }
+
+    // The bridge's MAC may change when its first port is added: report the current one.
+    let br_now = hnl.link(br.index)?.unwrap_or(br);
+    result.interfaces = vec![
+        interface_of(&br_now, None),
+        interface_of(&veth, None),
+        interface_of(&clink, Some(&ns)),
+    ];
+    if let Some(dns) = req.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        result.dns = dns.clone();
+    }
+    rb.commit();
+    tracing::info!(veth = veth.name, ips = ?ips, "attached");
+    Ok(result)
+}
+
+/// IPAM plugins known not to need the container interface (they only hand out addresses).
+const IPAM_WITHOUT_INTERFACE: [&str; 2] = ["host-local", "static"];
+
+/// The veth pair, the container end born in the container as CNI_IFNAME, the host end on the
+/// bridge with its port flags and VLANs. On a failure after creation the pair is deleted.
+fn create_port(
+    nl: &Netlink,
+    cfg: &AttachConfig,
+    req: &Request,
+    ns: &NetNs,
+    br: &Link,
+) -> Result<Link> {
+    let veth = nl.create_veth(
+        None,
+        &req.ifname,
+        ns,
+        &VethOpts {
+            mtu: cfg.mtu,
+            host_mac: None,
+            peer_mac: cfg.mac,
+            controller: Some(br.index),
+            host_up: true,
+        },
+    )?;
+    if let Err(e) = setup_port(nl, cfg, &veth) {
+        let _ = nl.delete_link(veth.index);
+        return Err(e);
+    }
+    Ok(veth)
+}
+
+/// Port flags and VLANs of the host end.
+fn setup_port(nl: &Netlink, cfg: &AttachConfig, veth: &Link) -> Result<()> {
+    let flags = BridgePortFlags {
+        hairpin: cfg.hairpin.then_some(true),
+        isolated: cfg.port_isolation.then_some(true),
+        learning: None,
+    };
+    nl.set_bridge_port(veth.index, &flags)?;
+    if !cfg.uses_vlans() {
+        return Ok(());
+    }
+    let mut vlans: Vec<BridgeVlan> = cfg
+        .vlan
+        .map(|v| BridgeVlan::one(v).pvid().untagged())
+        .into_iter()
+        .collect();
+    vlans.extend(cfg.vlan_trunk.iter().copied());
+    let unsupported = |e: CniError| {
+        if is_unsupported(&e) {
+            vlan_unsupported(cfg, &e)
+        } else {
+            e
+        }
+    };
+    nl.add_bridge_vlans(veth.index, &vlans, false)
+        .map_err(unsupported)?;
+    let carries_1 = vlans.iter().any(|v| v.vid <= 1 && 1 <= v.last);
+    if !cfg.preserve_default_vlan && !carries_1 {
+        nl.del_bridge_vlans(veth.index, &[BridgeVlan::one(1)], false)
+            .map_err(unsupported)?;
+    }
+    Ok(())
+}
+
+/// The first host address of a subnet (the reference's default gateway).
+fn first_host(net: &IpNetwork) -> Option<IpAddr> {
+    match net.network() {
+        IpAddr::V4(a) => Some(IpAddr::V4(Ipv4Addr::from(u32::from(a).checked_add(1)?))),
+        IpAddr::V6(a) => Some(IpAddr::V6(Ipv6Addr::from(u128::from(a).checked_add(1)?))),
+    }
+}
+
+/// isDefaultGateway: a default route via the gateway for each family that has none.
+fn add_default_routes(result: &mut CniResult) {
+    for v4 in [true, false] {
+        let has_default = result
+            .routes
+            .iter()
+            .any(|r| r.dst.is_ipv4() == v4 && r.dst.prefix() == 0);
+        let gw = result
+            .ips
+            .iter()
+            .filter(|i| i.address.is_ipv4() == v4)
+            .find_map(|i| i.gateway);
+        let dst = if v4 {
+            IpNetwork::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        } else {
+            IpNetwork::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+        };
+        if let (false, Some(gw), Ok(dst)) = (has_default, gw, dst) {
+            result.routes.push(Route::new(dst, Some(gw)));
+        }
+    }
+}
+
+/// Each family's gateway on the bridge (or its VLAN interface), once.
+fn setup_gateway(nl: &Netlink, cfg: &AttachConfig, br: &Link, result: &CniResult) -> Result<()> {
+    let link = match cfg.vlan {
+        Some(vid) => ensure_vlan_iface(nl, cfg, br, vid)?,
+        None => br.clone(),
+    };
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let gw_net = IpNetwork::new(gw, ip.address.prefix()).map_err(|e| {
+            CniError::internal(format!("gateway {gw}/{}: {e}", ip.address.prefix()))
+        })?;
+        ensure_gateway_address(nl, cfg, &link, gw_net)?;
+    }
+    Ok(())
+}
+
+fn ensure_gateway_address(
+    nl: &Netlink,
+    cfg: &AttachConfig,
+    link: &Link,
+    gw: IpNetwork,
+) -> Result<()> {
+    let present = nl.addresses(Some(link.index), Some(Family::of(&gw.ip())))?;
+    if present.iter().any(|a| a.net == gw) {
+        return Ok(());
+    }
+    let link_local =
+        |n: &IpNetwork| matches!(n.ip(), IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+    for a in present.iter().filter(|a| !link_local(&a.net)) {
+        if !(a.net.contains(gw.ip()) || gw.contains(a.net.ip())) {
+            continue;
+        }
+        if !cfg.force_address {
+            return Err(CniError::invalid_config(format!(
+                "isGateway: {} already has address {} in the gateway's subnet, not {gw} \
+                 (set forceAddress to replace it)",
+                link.name, a.net
+            )));
+        }
+        nl.delete_address(link.index, a.net)?;
+    }
+    nl.ensure_address(link.index, gw, &AddrOpts { nodad: true })?;
+    Ok(())
+}
+
+/// `<bridge>.<vid>`: the 802.1q interface carrying the gateway of a VLAN network.
+fn ensure_vlan_iface(nl: &Netlink, cfg: &AttachConfig, br: &Link, vid: u16) -> Result<Link> {
+    let name = cfg.gateway_link_name();
+    if name.len() > 15 {
+        return Err(CniError::invalid_config(format!(
+            "vlan: the gateway interface name {name} would be longer than 15 bytes; \
+             use a shorter bridge name"
+        )));
+    }
+    if let Some(l) = nl.link(&name)? {
+        return Ok(l);
+    }
+    nl.add_bridge_vlans(br.index, &[BridgeVlan::one(vid)], true)
+        .map_err(|e| {
+            if is_unsupported(&e) {
+                vlan_unsupported(cfg, &e)
+            } else {
+                e
+            }
+        })?;
+    let opts = VlanOpts {
+        parent: br.index,
+        id: vid,
+        mtu: None,
+        up: true,
+    };
+    match nl.create_vlan(&name, &opts) {
+        Ok(l) => Ok(l),
+        Err(e) => nl.link(&name)?.ok_or(e),
+    }
+}
+
+/// Forwarding on in the host namespace for each family the container has.
+fn enable_forwarding(result: &CniResult) -> Result<()> {
+    let v4 = result.ips.iter().any(|i| i.address.is_ipv4());
+    let v6 = result.ips.iter().any(|i| i.address.is_ipv6());
+    let keys: [(bool, &[&str]); 2] = [
+        (v4, &["net", "ipv4", "ip_forward"]),
+        (v6, &["net", "ipv6", "conf", "all", "forwarding"]),
+    ];
+    for (_, key) in keys.iter().filter(|(on, _)| *on) {
+        if sysctl::get(key)?.as_deref() != Some("1") {
+            sysctl::set(key, "1")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::IpConfig;
+
+    #[test]
+    fn gateways_and_default_routes() {
+        let n: IpNetwork = "10.1.2.7/24".parse().unwrap();
+        assert_eq!(first_host(&n), Some("10.1.2.1".parse().unwrap()));
+        let n6: IpNetwork = "fd00::9/64".parse().unwrap();
+        assert_eq!(first_host(&n6), Some("fd00::1".parse().unwrap()));
+        let mut r = CniResult {
+            ips: vec![
+                IpConfig::new(n, Some("10.1.2.1".parse().unwrap())),
+                IpConfig::new(n6, Some("fd00::1".parse().unwrap())),
+            ],
+            routes: vec![Route::new("::/0".parse().unwrap(), None)],
+            ..CniResult::default()
+        };
+        add_default_routes(&mut r);
+        assert_eq!(r.routes.len(), 2, "v6 already had one: {:?}", r.routes);
+        assert_eq!(r.routes[1].dst.to_string(), "0.0.0.0/0");
+        assert_eq!(r.routes[1].gw, Some("10.1.2.1".parse().unwrap()));
+    }
+}

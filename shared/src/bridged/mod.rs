@@ -1,0 +1,170 @@
+//! Attaching a container to a Linux bridge: the core of the `bridge` plugin, shared with `vxlan`
+//! (which bridges its VXLAN device to the same kind of per-container veth).
+//!
+//! A plugin fills an [`AttachConfig`] from its own keys and hands each verb to [`add`], [`del`],
+//! [`check`], [`status`] and [`gc`]. ADD, in order:
+//!
+//! 1. refuse an existing `CNI_IFNAME` in the container; [`ensure_bridge`] (create when missing,
+//!    up, VLAN filtering when asked, promiscuous when asked);
+//! 2. a veth pair, the container end born in the container namespace as `CNI_IFNAME`, the host
+//!    end `veth` + 8 hex digits attached to the bridge and up; port flags (hairpin, isolated);
+//!    port VLANs;
+//! 3. IPAM ADD — for host-local and static on a second thread while step 2 runs (both take
+//!    milliseconds; dhcp needs the interface first, so it runs after); the gateway of each family
+//!    on the bridge (or on `<bridge>.<vlan>`), forwarding on; the container's addresses and
+//!    routes (`container::configure_iface`);
+//! 4. masquerade (`firewall::Masquerade`) and the MAC spoof check, each one transaction;
+//! 5. the result: interfaces `[bridge, host veth, container]`, every IP on interface 2.
+//!
+//! Every step after the veth is undone if a later one fails ([`crate::rollback::Rollback`]):
+//! IPAM DEL, firewall entries, the veth. The bridge and gateway addresses stay (shared).
+//!
+//! # Races
+//!
+//! Concurrent ADDs that all find the bridge missing all try to create it; the losers get EEXIST
+//! and use the winner's bridge. Gateway addresses are added with "already present is fine".
+//! Firewall changes are transactions keyed by the attachment. So no lock is needed on this path.
+//!
+//! # For vxlan
+//!
+//! Call [`ensure_bridge`], create the VXLAN device and attach it to the bridge, then [`add`] with
+//! the same config: `add` finds the bridge and reuses it. DEL, CHECK, STATUS and GC are the same.
+
+mod add;
+mod check;
+mod del;
+
+use crate::error::{CniError, Result};
+use crate::firewall::{Backend, Tag};
+use crate::mac::Mac;
+use crate::netlink::{BridgeOpts, BridgeVlan, Link, Netlink};
+use crate::skel::Request;
+
+pub use add::add;
+pub use check::check;
+pub use del::{del, gc, status};
+
+/// How to attach containers to the bridge (the plugin's config after defaults and validation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachConfig {
+    /// The bridge's name (validated as a link name).
+    pub bridge: String,
+    /// MTU of a newly created bridge and of each veth; `None` keeps the kernel's default.
+    pub mtu: Option<u32>,
+    /// Put each family's gateway on the bridge and enable forwarding.
+    pub is_gateway: bool,
+    /// Also add a default route per family in the container (unless IPAM returned one).
+    pub is_default_gateway: bool,
+    /// Replace another address in the gateway's subnet on the bridge instead of failing.
+    pub force_address: bool,
+    pub ip_masq: bool,
+    pub masq_backend: Backend,
+    pub hairpin: bool,
+    pub promisc: bool,
+    /// Access VLAN of the container port (pvid, untagged).
+    pub vlan: Option<u16>,
+    /// Tagged VLANs of the container port.
+    pub vlan_trunk: Vec<BridgeVlan>,
+    pub preserve_default_vlan: bool,
+    /// Run IPv6 duplicate address detection in the container.
+    pub enable_dad: bool,
+    pub macspoofchk: bool,
+    /// Leave the container interface down and unaddressed.
+    pub disable_container_interface: bool,
+    /// Isolated bridge port: no traffic to other isolated ports (containers).
+    pub port_isolation: bool,
+    /// The container interface's MAC.
+    pub mac: Option<Mac>,
+}
+
+impl AttachConfig {
+    /// Whether the bridge needs VLAN filtering.
+    pub fn uses_vlans(&self) -> bool {
+        self.vlan.is_some() || !self.vlan_trunk.is_empty()
+    }
+
+    /// The config key to blame for VLAN trouble.
+    fn vlan_key(&self) -> &'static str {
+        if self.vlan.is_some() {
+            "vlan"
+        } else {
+            "vlanTrunk"
+        }
+    }
+
+    /// The interface that carries the gateway: the bridge, or `<bridge>.<vlan>`.
+    pub fn gateway_link_name(&self) -> String {
+        match self.vlan {
+            Some(v) => format!("{}.{v}", self.bridge),
+            None => self.bridge.clone(),
+        }
+    }
+}
+
+/// The attachment's firewall tag.
+pub fn tag_of(req: &Request) -> Tag {
+    Tag::new(&req.conf.name, &req.container_id, &req.ifname)
+}
+
+/// Whether a kernel error means "this kernel has no bridge VLAN filtering" (EOPNOTSUPP).
+fn is_unsupported(e: &CniError) -> bool {
+    e.msg.contains("(os error 95)")
+}
+
+fn vlan_unsupported(cfg: &AttachConfig, e: &CniError) -> CniError {
+    CniError::invalid_config(format!(
+        "{}: this kernel lacks bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING), so VLANs \
+         cannot be used on bridge {}: {}",
+        cfg.vlan_key(),
+        cfg.bridge,
+        e.msg
+    ))
+}
+
+/// The bridge, created when missing and brought up. Code 7 naming `bridge` when a link of that
+/// name is not a bridge; code 7 naming `vlan`/`vlanTrunk` when VLANs are asked for on a kernel
+/// without bridge VLAN filtering.
+pub fn ensure_bridge(nl: &Netlink, cfg: &AttachConfig) -> Result<Link> {
+    let opts = BridgeOpts {
+        mtu: cfg.mtu,
+        mac: None,
+        vlan_filtering: cfg.uses_vlans().then_some(true),
+        up: true,
+    };
+    let existing = nl.link(&cfg.bridge)?;
+    let mut br = match existing {
+        Some(l) => l,
+        None => match nl.create_bridge(&cfg.bridge, &opts) {
+            Ok(l) => l,
+            Err(e) if cfg.uses_vlans() && is_unsupported(&e) => {
+                return Err(vlan_unsupported(cfg, &e))
+            }
+            // Lost a race with a concurrent ADD: use the bridge it made.
+            Err(e) => nl.link(&cfg.bridge)?.ok_or(e)?,
+        },
+    };
+    if !br.is_kind("bridge") {
+        return Err(CniError::invalid_config(format!(
+            "bridge: link {} already exists and is not a bridge (kind {})",
+            cfg.bridge,
+            br.kind.as_deref().unwrap_or("none")
+        )));
+    }
+    if cfg.uses_vlans() && !br.bridge.is_some_and(|b| b.vlan_filtering) {
+        nl.set_vlan_filtering(br.index, true).map_err(|e| {
+            if is_unsupported(&e) {
+                vlan_unsupported(cfg, &e)
+            } else {
+                e
+            }
+        })?;
+    }
+    if !br.up {
+        nl.set_up(br.index)?;
+        br.up = true;
+    }
+    if cfg.promisc {
+        nl.set_promisc(br.index, true)?;
+    }
+    Ok(br)
+}

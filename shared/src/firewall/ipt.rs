@@ -1,0 +1,180 @@
+//! Running iptables / ip6tables: `*-restore --noflush` for changes (one transaction per family
+//! and call), `-S <chain>` to read one chain.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::error::{CniError, Result};
+
+/// The tools of one address family.
+#[derive(Debug, Clone)]
+pub struct Ipt {
+    pub v6: bool,
+    cmd: PathBuf,
+    restore: PathBuf,
+}
+
+impl Ipt {
+    /// The iptables (or ip6tables) tools; code 50 naming the backend when missing.
+    pub fn new(v6: bool) -> Result<Ipt> {
+        let (cmd, restore) = if v6 {
+            ("ip6tables", "ip6tables-restore")
+        } else {
+            ("iptables", "iptables-restore")
+        };
+        let find = |name: &str| {
+            super::find_tool(name).ok_or_else(|| {
+                CniError::not_available(format!(
+                    "ipMasqBackend iptables: {name} not found in PATH, /usr/sbin or /sbin"
+                ))
+            })
+        };
+        Ok(Ipt {
+            v6,
+            cmd: find(cmd)?,
+            restore: find(restore)?,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        if self.v6 {
+            "ip6tables"
+        } else {
+            "iptables"
+        }
+    }
+
+    /// Apply a restore file without flushing anything not declared in it. The error is the
+    /// tool's stderr.
+    pub fn restore(&self, input: &str) -> std::result::Result<(), String> {
+        tracing::debug!(input, "{}-restore", self.name());
+        let mut child = Command::new(&self.restore)
+            .args(["--noflush", "-w", "10"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("executing {}: {e}", self.restore.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for {}: {e}", self.restore.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Run `iptables -w 10 <args>`: Ok(true) on success, Ok(false) when it exited non-zero.
+    pub fn run(&self, args: &[&str]) -> Result<bool> {
+        let out = Command::new(&self.cmd)
+            .args(["-w", "10"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| CniError::internal(format!("executing {}: {e}", self.cmd.display())))?;
+        if !out.status.success() {
+            tracing::debug!(
+                "{} {}: {}",
+                self.name(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out.status.success())
+    }
+
+    /// The rules of one chain (`-S` lines, `-A` only); `None` when the chain does not exist.
+    pub fn list_chain(&self, table: &str, chain: &str) -> Result<Option<Vec<String>>> {
+        let out = Command::new(&self.cmd)
+            .args(["-w", "10", "-t", table, "-S", chain])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| CniError::internal(format!("executing {}: {e}", self.cmd.display())))?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("-A "))
+                .map(str::to_string)
+                .collect(),
+        ))
+    }
+
+    pub fn error(&self, what: &str, stderr: &str) -> CniError {
+        CniError::internal(format!("{}: {what}: {stderr}", self.name()))
+    }
+}
+
+/// The value of option `opt` in an `-S` line (`-s`, `-j`, `--comment`), quotes removed.
+pub fn option_value(line: &str, opt: &str) -> Option<String> {
+    let mut words = split_words(line).into_iter();
+    while let Some(w) = words.next() {
+        if w == opt {
+            return words.next();
+        }
+    }
+    None
+}
+
+/// Split an `-S` line into words, honouring double quotes (iptables quotes comments).
+fn split_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_options_of_rule_lines() {
+        let l =
+            r#"-A CNI-MASQ -s 10.0.0.5/32 -m comment --comment "cni:n/c/e%22th0" -j CNI-M-0123"#;
+        assert_eq!(option_value(l, "-s").as_deref(), Some("10.0.0.5/32"));
+        assert_eq!(
+            option_value(l, "--comment").as_deref(),
+            Some("cni:n/c/e%22th0")
+        );
+        assert_eq!(option_value(l, "-j").as_deref(), Some("CNI-M-0123"));
+        assert_eq!(option_value(l, "-d"), None);
+        let bare = "-A X -m comment --comment cni:a/b/c -j RETURN";
+        assert_eq!(
+            option_value(bare, "--comment").as_deref(),
+            Some("cni:a/b/c")
+        );
+        let spaced = r#"-A POSTROUTING -m comment --comment "cni masquerade" -j CNI-MASQ"#;
+        assert_eq!(
+            option_value(spaced, "--comment").as_deref(),
+            Some("cni masquerade")
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! ipMasq with both backends (rules and real traffic through an "ext" namespace) and
+//! macspoofchk.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use cni_shared::skel::Command;
+use cni_shared::CniError;
+use cni_tests::testkit::{Call, Sandbox, TempDir};
+use serde_json::json;
+
+use super::{add, blocked, call, call_if, conf, del, ip_of, ipt_nat, nft_ruleset, pings};
+
+/// The source address a UDP datagram from `from` to `to` arrives with in `at` (`None`: nothing
+/// arrived within a few tries).
+fn source_seen(from: &Sandbox, at: &Sandbox, to: IpAddr) -> Option<IpAddr> {
+    let listen = SocketAddr::new(to, 9999);
+    let server = at.netns().run(|| UdpSocket::bind(listen)).ok()?.ok()?;
+    server
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    let unspecified: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    for _ in 0..10 {
+        let _ = from
+            .netns()
+            .run(|| UdpSocket::bind(unspecified).and_then(|c| c.send_to(b"who", listen)));
+        let mut buf = [0u8; 8];
+        if let Ok((_, src)) = server.recv_from(&mut buf) {
+            return Some(src.ip());
+        }
+    }
+    None
+}
+
+/// Host sandbox with an "ext" namespace behind a veth (192.0.2.0/24, 2001:db8:70::/64).
+fn host_with_ext(label: &str) -> (Sandbox, Sandbox) {
+    let host = Sandbox::new(label);
+    let ext = Sandbox::new(&format!("{label}-x"));
+    host.link_to("to-ext", &ext, "eth0");
+    host.ip(&["addr", "add", "192.0.2.1/24", "dev", "to-ext"]);
+    host.ip(&["addr", "add", "2001:db8:70::1/64", "dev", "to-ext", "nodad"]);
+    ext.ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    ext.ip(&["addr", "add", "2001:db8:70::2/64", "dev", "eth0", "nodad"]);
+    (host, ext)
+}
+
+fn masquerade_with(backend: &str) {
+    let (host, ext) = host_with_ext(&format!("br-mq-{}", &backend[..3]));
+    let (c1, c2) = (Sandbox::new("br-mq-c1"), Sandbox::new("br-mq-c2"));
+    let data = TempDir::new("br-mq");
+    let c = conf(
+        &data,
+        "br-mq",
+        &["10.70.0.0/24", "fd70::/64"],
+        json!({"ipMasq": true, "ipMasqBackend": backend, "isDefaultGateway": true}),
+    );
+    let r1 = add(&host, &c, "m1", &c1);
+    let r2 = add(&host, &c, "m2", &c2);
+    let rules = || match backend {
+        "nftables" => nft_ruleset(&host),
+        _ => ipt_nat(&host, false) + &ipt_nat(&host, true),
+    };
+    let now = rules();
+    assert!(now.matches("cni:brnet/m1/eth0").count() >= 2, "{now}");
+    assert!(now.contains("cni:brnet/m2/eth0"), "{now}");
+
+    let ext4: IpAddr = "192.0.2.2".parse().unwrap();
+    let ext6: IpAddr = "2001:db8:70::2".parse().unwrap();
+    assert_eq!(
+        source_seen(&c1, &ext, ext4),
+        Some("192.0.2.1".parse().unwrap())
+    );
+    assert_eq!(
+        source_seen(&c1, &ext, ext6),
+        Some("2001:db8:70::1".parse().unwrap())
+    );
+    assert_eq!(
+        source_seen(&c1, &c2, ip_of(&r2, 0)),
+        Some(ip_of(&r1, 0)),
+        "traffic to the own subnet is not masqueraded"
+    );
+    let mut check = c.clone();
+    check["prevResult"] = r1.clone();
+    call(&host, Command::Check, &check, "m1", Some(&c1)).unwrap();
+
+    // DEL with an empty CNI_NETNS still removes the rules (the reference's issue #810).
+    call_if(&host, Command::Del, &c, "m1", "eth0", None).unwrap();
+    let now = rules();
+    assert!(!now.contains("cni:brnet/m1/eth0"), "{now}");
+    assert!(now.contains("cni:brnet/m2/eth0"), "{now}");
+    assert!(call(&host, Command::Check, &check, "m1", Some(&c1)).is_err());
+    del(&host, &c, "m1", Some(&c1));
+    assert!(!c1.has_link("eth0"));
+
+    // DEL after the namespace is gone: rules gone too.
+    let path = c2.path().to_path_buf();
+    c2.delete();
+    call_if(&host, Command::Del, &c, "m2", "eth0", Some(&path)).unwrap();
+    let now = rules();
+    assert!(!now.contains("cni:brnet/"), "{now}");
+    call_if(&host, Command::Del, &c, "m2", "eth0", Some(&path)).unwrap();
+    assert!(super::leases(&data).is_empty());
+}
+
+#[test]
+fn masquerade_nftables() {
+    masquerade_with("nftables");
+}
+
+#[test]
+fn masquerade_iptables() {
+    masquerade_with("iptables");
+}
+
+#[test]
+fn iptables_coexists_with_foreign_chains() {
+    let host = Sandbox::new("br-ipt-co");
+    let ctr = Sandbox::new("br-ipt-co-c");
+    let data = TempDir::new("br-ipt-co");
+    host.exec("iptables", &["-t", "nat", "-N", "KUBE-POSTROUTING"]);
+    host.exec(
+        "iptables",
+        &["-t", "nat", "-A", "KUBE-POSTROUTING", "-j", "RETURN"],
+    );
+    host.exec(
+        "iptables",
+        &["-t", "nat", "-A", "POSTROUTING", "-j", "KUBE-POSTROUTING"],
+    );
+    let c = conf(
+        &data,
+        "br-ipt-co",
+        &["10.71.0.0/24"],
+        json!({"ipMasq": true, "ipMasqBackend": "iptables"}),
+    );
+    add(&host, &c, "k", &ctr);
+    add(&host, &c, "k2", &Sandbox::new("br-ipt-co-c2"));
+    add(&host, &c, "k3", &Sandbox::new("br-ipt-co-c3"));
+    let save = ipt_nat(&host, false);
+    assert!(save.contains("-A KUBE-POSTROUTING -j RETURN"), "{save}");
+    assert_eq!(
+        save.matches("-j CNI-MASQ").count(),
+        1,
+        "one jump to CNI-MASQ: {save}"
+    );
+    // GC removes the rules and the chain of an attachment that is not valid any more.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "k", "ifname": "eth0"},
+                                            {"containerID": "k2", "ifname": "eth0"}]);
+    call(&host, Command::Gc, &gc, "", None).unwrap();
+    let save = ipt_nat(&host, false);
+    assert!(!save.contains("cni:brnet/k3/eth0"), "{save}");
+    assert_eq!(save.matches(":CNI-M-").count(), 2, "{save}");
+    del(&host, &c, "k", Some(&ctr));
+    let save = ipt_nat(&host, false);
+    assert!(save.contains("-A KUBE-POSTROUTING -j RETURN"), "{save}");
+    assert!(
+        !save.contains("cni:brnet/k/eth0") && save.contains("cni:brnet/k2/eth0"),
+        "{save}"
+    );
+}
+
+#[test]
+fn macspoofchk_drops_frames_from_another_mac() {
+    let host = Sandbox::new("br-spoof");
+    let ctr = Sandbox::new("br-spoof-c");
+    let data = TempDir::new("br-spoof");
+    let c = conf(
+        &data,
+        "br-spoof",
+        &["10.72.0.0/24"],
+        json!({"macspoofchk": true}),
+    );
+    let r = add(&host, &c, "s", &ctr);
+    let rules = nft_ruleset(&host);
+    assert!(rules.contains("table bridge cni_macspoof"), "{rules}");
+    assert_eq!(rules.matches("cni:brnet/s/eth0").count(), 2, "{rules}");
+    let gw: IpAddr = "10.72.0.1".parse().unwrap();
+    assert!(pings(&ctr, gw));
+    let mut check = c.clone();
+    check["prevResult"] = r.clone();
+    call(&host, Command::Check, &check, "s", Some(&ctr)).unwrap();
+    let mac = r["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    ctr.ip(&["link", "set", "eth0", "address", "0a:58:0a:48:00:ee"]);
+    assert!(blocked(&ctr, gw), "a spoofed source MAC is dropped");
+    ctr.ip(&["link", "set", "eth0", "address", &mac]);
+    assert!(pings(&ctr, gw));
+    del(&host, &c, "s", Some(&ctr));
+    assert!(!nft_ruleset(&host).contains("cni:brnet/s/"));
+    // And through an empty CNI_NETNS.
+    add(&host, &c, "s2", &ctr);
+    call_if(&host, Command::Del, &c, "s2", "eth0", None).unwrap();
+    assert!(!nft_ruleset(&host).contains("cni:brnet/s2/"));
+    del(&host, &c, "s2", Some(&ctr));
+}
+
+#[test]
+fn the_nft_binary_path_finds_rules_by_tag_too() {
+    let host = Sandbox::new("br-nftbin");
+    let ctr = Sandbox::new("br-nftbin-c");
+    let data = TempDir::new("br-nftbin");
+    let c = conf(
+        &data,
+        "br-nftbin",
+        &["10.73.0.0/24"],
+        json!({"ipMasq": true, "macspoofchk": true}),
+    );
+    let run = |cmd, netns: Option<&std::path::Path>| {
+        Call::new("bridge", cmd, c.clone())
+            .container("nb", "eth0", netns)
+            .env("CNI_NFT", "binary")
+            .run_in(&host)
+    };
+    let r = run(Command::Add, Some(ctr.path())).unwrap().json();
+    assert_eq!(nft_ruleset(&host).matches("cni:brnet/nb/eth0").count(), 3);
+    let mut check = c.clone();
+    check["prevResult"] = r;
+    Call::new("bridge", Command::Check, check)
+        .container("nb", "eth0", Some(ctr.path()))
+        .env("CNI_NFT", "binary")
+        .run_in(&host)
+        .unwrap();
+    // No namespace, no prevResult: found by listing the maps and sets (JSON).
+    run(Command::Del, None).unwrap();
+    assert!(!nft_ruleset(&host).contains("cni:brnet/nb/"));
+    run(Command::Del, Some(ctr.path())).unwrap();
+}
+
+/// Run the bridge plugin in `host` with /usr/sbin (and /sbin) hidden behind an empty tmpfs in a
+/// private mount namespace, so neither nft nor iptables can be found.
+fn without_sbin(
+    host: &Sandbox,
+    cmd: Command,
+    c: &serde_json::Value,
+    netns: &std::path::Path,
+    env: &[(&str, &str)],
+) -> CniError {
+    let script = "mount -t tmpfs none /usr/sbin && { mount -t tmpfs none /sbin 2>/dev/null; \
+                  true; } && exec \"$0\"";
+    let mut p = host.command("unshare");
+    p.args(["-m", "sh", "-c", script])
+        .arg(cni_tests::testkit::plugin_path("bridge"))
+        .env("CNI_COMMAND", cmd.as_str())
+        .env("CNI_PATH", cni_tests::testkit::bin_dir())
+        .env("CNI_CONTAINERID", "nosbin")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", netns);
+    for (k, v) in env {
+        p.env(k, v);
+    }
+    let stdin = serde_json::to_vec(c).unwrap();
+    cni_shared::invoke::communicate(p, &stdin).unwrap_err()
+}
+
+#[test]
+fn an_unusable_backend_is_status_50_naming_it() {
+    let host = Sandbox::new("br-nosbin");
+    let ctr = Sandbox::new("br-nosbin-c");
+    let data = TempDir::new("br-nosbin");
+    let ipt = conf(
+        &data,
+        "br-nosbin",
+        &["10.74.0.0/24"],
+        json!({"ipMasq": true, "ipMasqBackend": "iptables"}),
+    );
+    let e = without_sbin(&host, Command::Status, &ipt, host.path(), &[]);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("iptables"), "{}", e.msg);
+    let mut nft = ipt.clone();
+    nft["ipMasqBackend"] = json!("nftables");
+    let binary = [("CNI_NFT", "binary")];
+    let e = without_sbin(&host, Command::Status, &nft, host.path(), &binary);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("nftables"), "{}", e.msg);
+    // ADD says so too, and rolls back what it did before the firewall step.
+    let e = without_sbin(&host, Command::Add, &ipt, ctr.path(), &[]);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("ipMasqBackend iptables"), "{}", e.msg);
+    assert!(!ctr.has_link("eth0"), "veth rolled back");
+    assert!(super::host_veths(&host).is_empty(), "veth rolled back");
+    assert!(super::leases(&data).is_empty(), "IPAM rolled back");
+}

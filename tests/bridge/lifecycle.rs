@@ -1,0 +1,366 @@
+//! ADD / CHECK / DEL / STATUS / GC and the result's shape.
+
+use cni_shared::skel::Command;
+use cni_shared::spec::Version;
+use cni_tests::testkit::{Sandbox, TempDir};
+use serde_json::json;
+
+use super::{add, call, call_if, conf, del, host_veths, ip_of, leases, pings};
+
+#[test]
+fn two_containers_ping_each_other_and_the_gateway() {
+    let host = Sandbox::new("br-two");
+    let (c1, c2) = (Sandbox::new("br-two-c1"), Sandbox::new("br-two-c2"));
+    let data = TempDir::new("br-two");
+    let c = conf(&data, "br-two", &["10.40.0.0/24"], json!({}));
+    let r1 = add(&host, &c, "ctr1", &c1);
+    let r2 = add(&host, &c, "ctr2", &c2);
+
+    // Result: [bridge, host veth, container], every ip on interface 2.
+    let ifs = r1["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 3, "{r1}");
+    assert_eq!(ifs[0]["name"], "br-two");
+    let veth = ifs[1]["name"].as_str().unwrap();
+    assert!(
+        veth.len() == 12
+            && veth.starts_with("veth")
+            && veth[4..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{veth}"
+    );
+    assert!(ifs[1].get("sandbox").is_none());
+    assert_eq!(ifs[2]["name"], "eth0");
+    assert_eq!(ifs[2]["sandbox"], c1.path().display().to_string());
+    assert_eq!(
+        ifs[2]["mac"],
+        c1.ip(&["-j", "link", "show", "eth0"])
+            .split("\"address\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+    );
+    assert_eq!(r1["ips"][0]["interface"], 2);
+    assert_eq!(r1["ips"][0]["gateway"], "10.40.0.1");
+    assert!(host
+        .ip(&["-o", "link", "show", veth])
+        .contains("master br-two"));
+    assert!(host
+        .ip(&["-o", "addr", "show", "br-two"])
+        .contains("10.40.0.1/24"));
+    assert_eq!(
+        host.exec("cat", &["/proc/sys/net/ipv4/ip_forward"]).stdout,
+        b"1\n"
+    );
+
+    let (a1, a2) = (ip_of(&r1, 0), ip_of(&r2, 0));
+    assert!(pings(&c1, a2), "ctr1 -> ctr2");
+    assert!(pings(&c2, a1), "ctr2 -> ctr1");
+    assert!(pings(&c1, "10.40.0.1".parse().unwrap()), "ctr1 -> gateway");
+
+    let mut check = c.clone();
+    check["prevResult"] = r1.clone();
+    call(&host, Command::Check, &check, "ctr1", Some(&c1)).unwrap();
+
+    del(&host, &c, "ctr1", Some(&c1));
+    assert!(!c1.has_link("eth0"));
+    assert!(!host.has_link(veth));
+    del(&host, &c, "ctr1", Some(&c1));
+    del(&host, &c, "ctr1", None);
+    assert!(host.has_link("br-two"), "DEL never deletes the bridge");
+    assert_eq!(leases(&data), vec![a2.to_string()]);
+    assert!(pings(&c2, "10.40.0.1".parse().unwrap()), "ctr2 unaffected");
+    del(&host, &c, "ctr2", Some(&c2));
+    assert!(leases(&data).is_empty());
+    assert!(host_veths(&host).is_empty());
+}
+
+#[test]
+fn dual_stack_and_default_gateway() {
+    let host = Sandbox::new("br-ds");
+    let (c1, c2) = (Sandbox::new("br-ds-c1"), Sandbox::new("br-ds-c2"));
+    let data = TempDir::new("br-ds");
+    let c = conf(
+        &data,
+        "br-ds",
+        &["10.41.0.0/24", "fd41::/64"],
+        json!({"isDefaultGateway": true}),
+    );
+    let r1 = add(&host, &c, "ctr1", &c1);
+    let r2 = add(&host, &c, "ctr2", &c2);
+    assert_eq!(r1["ips"].as_array().unwrap().len(), 2, "{r1}");
+    for (ctr, other) in [(&c1, &r2), (&c2, &r1)] {
+        assert!(pings(ctr, ip_of(other, 0)), "v4");
+        assert!(pings(ctr, ip_of(other, 1)), "v6");
+    }
+    assert!(pings(&c1, "fd41::1".parse().unwrap()), "v6 gateway");
+    // isDefaultGateway: a default route per family; DAD off by default.
+    assert!(c1.ip(&["route"]).contains("default via 10.41.0.1 dev eth0"));
+    assert!(c1
+        .ip(&["-6", "route"])
+        .contains("default via fd41::1 dev eth0"));
+    let routes: Vec<&str> = r1["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["dst"].as_str())
+        .collect();
+    assert_eq!(routes, ["0.0.0.0/0", "::/0"]);
+    assert_eq!(
+        c1.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/accept_dad"])
+            .stdout,
+        b"0\n"
+    );
+    assert_eq!(
+        host.exec("cat", &["/proc/sys/net/ipv6/conf/all/forwarding"])
+            .stdout,
+        b"1\n"
+    );
+    let br = host.ip(&["-o", "addr", "show", "br-ds"]);
+    assert_eq!(br.matches("10.41.0.1/24").count(), 1, "gateway once: {br}");
+    assert_eq!(br.matches("fd41::1/64").count(), 1, "gateway once: {br}");
+    del(&host, &c, "ctr1", Some(&c1));
+    del(&host, &c, "ctr2", Some(&c2));
+}
+
+#[test]
+fn mtu_mac_and_dns() {
+    let host = Sandbox::new("br-mtu");
+    let ctr = Sandbox::new("br-mtu-c");
+    let data = TempDir::new("br-mtu");
+    let mut c = conf(
+        &data,
+        "br-mtu",
+        &["10.42.0.0/24"],
+        json!({"mtu": 1400, "dns": {"nameservers": ["10.42.0.53"]},
+               "runtimeConfig": {"mac": "0a:58:0a:2a:00:99"},
+               "args": {"cni": {"mac": "0a:58:0a:2a:00:98"}}}),
+    );
+    let r = add(&host, &c, "m1", &ctr);
+    let link = ctr.ip(&["-o", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1400"), "{link}");
+    assert!(
+        link.contains("0a:58:0a:2a:00:99"),
+        "runtimeConfig.mac wins: {link}"
+    );
+    assert_eq!(r["interfaces"][2]["mtu"], 1400);
+    assert_eq!(r["interfaces"][2]["mac"], "0a:58:0a:2a:00:99");
+    assert_eq!(r["dns"]["nameservers"][0], "10.42.0.53");
+    assert!(host
+        .ip(&["-o", "link", "show", "br-mtu"])
+        .contains("mtu 1400"));
+    let mut check = c.clone();
+    check["prevResult"] = r.clone();
+    call(&host, Command::Check, &check, "m1", Some(&ctr)).unwrap();
+    del(&host, &c, "m1", Some(&ctr));
+
+    // CNI_ARGS MAC= when neither runtimeConfig nor args give one.
+    c.as_object_mut().unwrap().remove("runtimeConfig");
+    c.as_object_mut().unwrap().remove("args");
+    let r = cni_tests::testkit::Call::new("bridge", Command::Add, c.clone())
+        .container("m2", "eth0", Some(ctr.path()))
+        .args("IgnoreUnknown=1;MAC=0a:58:0a:2a:00:97;K8S_POD_NAME=x")
+        .run_in(&host)
+        .unwrap()
+        .json();
+    assert_eq!(r["interfaces"][2]["mac"], "0a:58:0a:2a:00:97");
+    del(&host, &c, "m2", Some(&ctr));
+}
+
+#[test]
+fn check_fails_after_an_address_is_removed() {
+    let host = Sandbox::new("br-chk");
+    let ctr = Sandbox::new("br-chk-c");
+    let data = TempDir::new("br-chk");
+    let c = conf(&data, "br-chk", &["10.43.0.0/24"], json!({"ipMasq": true}));
+    let r = add(&host, &c, "k1", &ctr);
+    let mut check = c.clone();
+    check["prevResult"] = r.clone();
+    call(&host, Command::Check, &check, "k1", Some(&ctr)).unwrap();
+    let addr = r["ips"][0]["address"].as_str().unwrap();
+    ctr.ip(&["addr", "del", addr, "dev", "eth0"]);
+    let e = call(&host, Command::Check, &check, "k1", Some(&ctr)).unwrap_err();
+    assert!(e.msg.contains(addr), "{}", e.msg);
+    del(&host, &c, "k1", Some(&ctr));
+    let e = call(&host, Command::Check, &check, "k1", Some(&ctr)).unwrap_err();
+    assert!(e.msg.contains("eth0"), "{}", e.msg);
+}
+
+#[test]
+fn del_after_the_namespace_is_gone_frees_the_address() {
+    let host = Sandbox::new("br-gone");
+    let ctr = Sandbox::new("br-gone-c");
+    let data = TempDir::new("br-gone");
+    let c = conf(&data, "br-gone", &["10.44.0.0/24"], json!({}));
+    add(&host, &c, "g1", &ctr);
+    assert_eq!(leases(&data).len(), 1);
+    let path = ctr.path().to_path_buf();
+    ctr.delete();
+    call_if(&host, Command::Del, &c, "g1", "eth0", Some(&path)).unwrap();
+    assert!(leases(&data).is_empty());
+    // The kernel tears a deleted namespace down asynchronously.
+    assert!(
+        cni_tests::testkit::wait_until(super::WAIT, || host_veths(&host).is_empty()),
+        "the pair dies with the namespace"
+    );
+    call_if(&host, Command::Del, &c, "g1", "eth0", Some(&path)).unwrap();
+}
+
+#[test]
+fn every_result_version() {
+    let host = Sandbox::new("br-ver");
+    let ctr = Sandbox::new("br-ver-c");
+    let data = TempDir::new("br-ver");
+    for v in Version::ALL {
+        let mut c = conf(&data, "br-ver", &["10.45.0.0/24"], json!({}));
+        c["cniVersion"] = json!(v.as_str());
+        let r = add(&host, &c, "v", &ctr);
+        assert_eq!(r["cniVersion"], v.as_str());
+        if v >= Version::V0_3_0 {
+            assert_eq!(r["interfaces"].as_array().map(Vec::len), Some(3), "{r}");
+            assert_eq!(r["ips"][0]["interface"], 2, "{r}");
+            assert_eq!(r["ips"][0]["gateway"], "10.45.0.1");
+            assert_eq!(
+                r["ips"][0].get("version").is_some(),
+                v < Version::V1_0_0,
+                "{r}"
+            );
+        } else {
+            assert!(
+                r["ip4"]["ip"].as_str().unwrap().starts_with("10.45.0."),
+                "{r}"
+            );
+        }
+        if v >= Version::V0_4_0 {
+            let mut check = c.clone();
+            check["prevResult"] = r.clone();
+            call(&host, Command::Check, &check, "v", Some(&ctr)).unwrap();
+        }
+        del(&host, &c, "v", Some(&ctr));
+        assert!(leases(&data).is_empty(), "{v}");
+    }
+}
+
+#[test]
+fn fifty_parallel_adds_on_a_new_bridge() {
+    let host = Sandbox::new("br-par");
+    let data = TempDir::new("br-par");
+    // ipMasq too: the first ADDs race to create the nftables table as well.
+    let c = conf(&data, "br-par", &["10.46.0.0/24"], json!({"ipMasq": true}));
+    let ctrs: Vec<Sandbox> = (0..50)
+        .map(|i| Sandbox::new(&format!("br-par-{i}")))
+        .collect();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = ctrs
+            .iter()
+            .enumerate()
+            .map(|(i, ctr)| {
+                let (host, c) = (&host, &c);
+                s.spawn(move || call(host, Command::Add, c, &format!("p{i}"), Some(ctr)))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs = std::collections::HashSet::new();
+    for (i, r) in results.iter().enumerate() {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("ADD p{i}: {e}"));
+        assert!(addrs.insert(ip_of(r, 0)), "duplicate address");
+    }
+    assert_eq!(host_veths(&host).len(), 50);
+    let br = host.ip(&["-o", "addr", "show", "br-par"]);
+    assert_eq!(br.matches("10.46.0.1/24").count(), 1, "{br}");
+    assert!(pings(&ctrs[0], ip_of(results[49].as_ref().unwrap(), 0)));
+    let rules = super::nft_ruleset(&host);
+    assert_eq!(
+        rules.matches("comment \"cni:brnet/p").count(),
+        50,
+        "{rules}"
+    );
+    assert_eq!(
+        rules.matches("saddr vmap").count(),
+        2,
+        "set up once: {rules}"
+    );
+    for (i, ctr) in ctrs.iter().enumerate() {
+        del(&host, &c, &format!("p{i}"), Some(ctr));
+    }
+    assert!(leases(&data).is_empty());
+}
+
+#[test]
+fn status_and_gc() {
+    let host = Sandbox::new("br-gc");
+    let (c1, c2) = (Sandbox::new("br-gc-c1"), Sandbox::new("br-gc-c2"));
+    let data = TempDir::new("br-gc");
+    let c = conf(&data, "br-gc", &["10.47.0.0/24"], json!({"ipMasq": true}));
+    call(&host, Command::Status, &c, "", None).unwrap();
+    let r1 = add(&host, &c, "keep", &c1);
+    let r2 = add(&host, &c, "stale", &c2);
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    call(&host, Command::Gc, &gc, "", None).unwrap();
+    let rules = super::nft_ruleset(&host);
+    assert!(rules.contains("cni:brnet/keep/eth0"), "{rules}");
+    assert!(!rules.contains("cni:brnet/stale/eth0"), "{rules}");
+    assert_eq!(leases(&data), vec![ip_of(&r1, 0).to_string()]);
+    let _ = r2;
+    del(&host, &c, "keep", Some(&c1));
+    assert!(!super::nft_ruleset(&host).contains("cni:brnet/keep"));
+    // With no attachment left, GC also removes the network's shared chain.
+    assert!(super::nft_ruleset(&host).contains("comment \"cni:brnet 10.47.0.0/24\""));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    call(&host, Command::Gc, &gc, "", None).unwrap();
+    let rules = super::nft_ruleset(&host);
+    assert!(!rules.contains("cni:brnet"), "{rules}");
+    assert!(
+        rules.contains("table inet cni_masq"),
+        "the table stays: {rules}"
+    );
+}
+
+#[test]
+fn failure_after_ipam_undoes_everything() {
+    let host = Sandbox::new("br-rb");
+    let ctr = Sandbox::new("br-rb-c");
+    let data = TempDir::new("br-rb");
+    // The bridge already has another address in the subnet: the gateway step fails after IPAM.
+    host.ip(&["link", "add", "br-rb", "type", "bridge"]);
+    host.ip(&["addr", "add", "10.48.0.200/24", "dev", "br-rb"]);
+    let c = conf(&data, "br-rb", &["10.48.0.0/24"], json!({"ipMasq": true}));
+    let e = call(&host, Command::Add, &c, "rb", Some(&ctr)).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(e.msg.contains("forceAddress"), "{}", e.msg);
+    assert!(leases(&data).is_empty(), "IPAM released");
+    assert!(
+        !ctr.has_link("eth0") && host_veths(&host).is_empty(),
+        "veth removed"
+    );
+    assert!(!super::nft_ruleset(&host).contains("cni:brnet/rb"));
+    // forceAddress replaces it.
+    let mut f = c.clone();
+    f["forceAddress"] = json!(true);
+    add(&host, &f, "rb", &ctr);
+    let br = host.ip(&["-o", "addr", "show", "br-rb"]);
+    assert!(
+        br.contains("10.48.0.1/24") && !br.contains("10.48.0.200"),
+        "{br}"
+    );
+    del(&host, &f, "rb", Some(&ctr));
+}
+
+#[test]
+fn an_existing_interface_is_an_error() {
+    let host = Sandbox::new("br-ex");
+    let ctr = Sandbox::new("br-ex-c");
+    let data = TempDir::new("br-ex");
+    ctr.ip(&["link", "add", "eth0", "type", "bridge"]);
+    let c = conf(&data, "br-ex", &["10.49.0.0/24"], json!({}));
+    let e = call(&host, Command::Add, &c, "x", Some(&ctr)).unwrap_err();
+    assert!(
+        e.msg.contains("CNI_IFNAME") && e.msg.contains("eth0"),
+        "{}",
+        e.msg
+    );
+    assert!(leases(&data).is_empty());
+    assert!(host_veths(&host).is_empty());
+}
