@@ -8,15 +8,12 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::testkit::{bin_dir, plugin_path, Sandbox, TempDir};
+use crate::testkit::{bin_dir, Cnitool, Sandbox, TempDir};
 
 /// How a fake plugin answers.
 #[derive(Debug, Clone)]
@@ -59,31 +56,7 @@ pub struct World {
 }
 
 /// What one cnitool run printed.
-#[derive(Debug)]
-pub struct Run {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    /// Panics unless the run succeeded.
-    pub fn ok(self) -> Run {
-        assert!(self.status.success(), "cnitool failed: {self:?}");
-        self
-    }
-
-    /// Panics unless the run failed with exit status 1; the error JSON from stdout.
-    pub fn err(self) -> Value {
-        assert_eq!(self.status.code(), Some(1), "cnitool should fail: {self:?}");
-        self.json()
-    }
-}
+pub type Run = crate::testkit::CnitoolRun;
 
 /// One recorded plugin call.
 #[derive(Debug, Clone)]
@@ -146,61 +119,15 @@ impl World {
     }
 
     /// Run `cnitool <args>` inside the sandbox host with NETCONFPATH, CNI_PATH (fake plugins,
-    /// then the built ones) and CNI_CACHE_DIR set, plus `env`; killed after 30 s.
+    /// then the built ones) and CNI_CACHE_DIR set, plus `env`; bounded in time.
     pub fn cnitool(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut c = self.host.command(plugin_path("cnitool").to_str().unwrap());
-        c.args(args)
-            .env("NETCONFPATH", self.conf.path())
-            .env(
-                "CNI_PATH",
-                format!("{}:{}", self.plugins.path().display(), bin_dir().display()),
-            )
-            .env("CNI_CACHE_DIR", self.cache.path());
-        for k in [
-            "CNI_IFNAME",
-            "CNI_ARGS",
-            "CAP_ARGS",
-            "CNI_CONTAINERID",
-            "CNI_VALID_ATTACHMENTS",
-        ] {
-            c.env_remove(k);
-        }
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn cnitool");
-        let mut out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("cnitool {args:?} did not finish within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Run {
-            status,
-            stdout: reader.join().unwrap(),
-            stderr: err_reader.join().unwrap(),
-        }
+        Cnitool::new(&self.host, self.conf.path(), self.cache.path())
+            .cni_path(format!(
+                "{}:{}",
+                self.plugins.path().display(),
+                bin_dir().display()
+            ))
+            .run(args, env)
     }
 
     /// The netns path of the container sandbox, as a string.

@@ -8,10 +8,12 @@
 //! Test support may panic on a broken test environment; that is how a test fails.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+mod cnitool;
 mod connectivity;
 mod runner;
 mod sandbox;
 
+pub use cnitool::{Cnitool, CnitoolRun, CNITOOL_TIMEOUT};
 pub use connectivity::{ping, tcp_roundtrip, udp_roundtrip, wait_until};
 pub use runner::{bin_dir, plugin_path, Call, CallOutput};
 pub use sandbox::{require_root, Sandbox, TempDir};

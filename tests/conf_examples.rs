@@ -1,0 +1,221 @@
+//! Every file in conf/ works: ADD, CHECK and DEL through cnitool, with real traffic, inside
+//! sandbox namespaces. A new file in conf/ needs a scenario here (the first test says so).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cni_tests::testkit::{ping, Cnitool, Sandbox, TempDir};
+use serde_json::Value;
+
+/// The scenarios below, by file name.
+const COVERED: &[&str] = &[
+    "99-loopback.conf",
+    "10-bridge.conflist",
+    "20-bridge-dualstack.conflist",
+    "30-macvlan.conflist",
+];
+
+fn conf_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf")
+}
+
+#[test]
+fn every_conf_file_has_a_scenario() {
+    let mut files: Vec<String> = std::fs::read_dir(conf_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".conf") || n.ends_with(".conflist") || n.ends_with(".json"))
+        .collect();
+    files.sort();
+    for f in &files {
+        assert!(
+            COVERED.contains(&f.as_str()),
+            "conf/{f} has no scenario in tests/conf_examples.rs"
+        );
+    }
+}
+
+/// A sandbox host with its own NETCONFPATH (the example, its dataDir moved to a temp dir), cache
+/// and lease directory.
+struct World {
+    host: Sandbox,
+    netconf: TempDir,
+    cache: TempDir,
+    data: TempDir,
+}
+
+impl World {
+    fn new(file: &str, label: &str) -> World {
+        let w = World {
+            host: Sandbox::new(label),
+            netconf: TempDir::new(&format!("{label}-conf")),
+            cache: TempDir::new(&format!("{label}-cache")),
+            data: TempDir::new(&format!("{label}-data")),
+        };
+        let mut v: Value =
+            serde_json::from_slice(&std::fs::read(conf_dir().join(file)).unwrap()).unwrap();
+        let data = Value::String(w.data.path().display().to_string());
+        match v.get_mut("plugins").and_then(Value::as_array_mut) {
+            Some(plugins) => {
+                for p in plugins.iter_mut() {
+                    if let Some(ipam) = p.get_mut("ipam") {
+                        ipam["dataDir"] = data.clone();
+                    }
+                }
+            }
+            None => {
+                if let Some(ipam) = v.get_mut("ipam") {
+                    ipam["dataDir"] = data.clone();
+                }
+            }
+        }
+        std::fs::write(w.netconf.path().join(file), serde_json::to_vec(&v).unwrap()).unwrap();
+        w
+    }
+
+    fn cnitool(&self, args: &[&str]) -> cni_tests::testkit::CnitoolRun {
+        Cnitool::new(&self.host, self.netconf.path(), self.cache.path()).run(args, &[])
+    }
+
+    /// ADD `ctr` to `net`; returns the addresses of the result.
+    fn add(&self, net: &str, ctr: &Sandbox) -> Vec<IpAddr> {
+        let r = self
+            .cnitool(&["add", net, ctr.path().to_str().unwrap()])
+            .ok()
+            .json();
+        r["ips"]
+            .as_array()
+            .map(|ips| {
+                ips.iter()
+                    .map(|i| {
+                        i["address"]
+                            .as_str()
+                            .unwrap()
+                            .split('/')
+                            .next()
+                            .unwrap()
+                            .parse()
+                            .unwrap()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn check_and_del(&self, net: &str, ctrs: &[&Sandbox]) {
+        for c in ctrs {
+            self.cnitool(&["check", net, c.path().to_str().unwrap()])
+                .ok();
+        }
+        for c in ctrs {
+            self.cnitool(&["del", net, c.path().to_str().unwrap()]).ok();
+        }
+        let leases: Vec<String> = std::fs::read_dir(self.data.path().join(net))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(leases.is_empty(), "leases left after DEL: {leases:?}");
+        let cached = std::fs::read_dir(self.cache.path().join("results"))
+            .map(|rd| rd.count())
+            .unwrap_or(0);
+        assert_eq!(cached, 0, "cache entries left after DEL");
+    }
+
+    fn veths(&self) -> usize {
+        self.host
+            .ip(&["-o", "link", "show", "type", "veth"])
+            .lines()
+            .count()
+    }
+}
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn loopback_conf() {
+    let w = World::new("99-loopback.conf", "cf-lo");
+    let c = Sandbox::new("cf-lo-c");
+    c.ip(&["link", "set", "lo", "down"]);
+    let ips = w.add("lo", &c);
+    assert!(ips.contains(&"127.0.0.1".parse().unwrap()));
+    assert!(ping(&c, "127.0.0.1".parse().unwrap(), T));
+    w.check_and_del("lo", &[&c]);
+}
+
+fn bridge_scenario(file: &str, net: &str, label: &str, gateways: &[&str]) {
+    let w = World::new(file, label);
+    let c1 = Sandbox::new(&format!("{label}-c1"));
+    let c2 = Sandbox::new(&format!("{label}-c2"));
+    let a1 = w.add(net, &c1);
+    let a2 = w.add(net, &c2);
+    assert_eq!(a1.len(), gateways.len(), "{a1:?}");
+    for (x, y) in a1.iter().zip(&a2) {
+        assert!(ping(&c1, *y, T), "c1 -> {y}");
+        assert!(ping(&c2, *x, T), "c2 -> {x}");
+    }
+    for gw in gateways {
+        assert!(ping(&c1, gw.parse().unwrap(), T), "c1 -> gateway {gw}");
+    }
+    assert_eq!(w.veths(), 2);
+    let masq = w.host.exec("nft", &["list", "table", "inet", "cni_masq"]);
+    assert!(
+        String::from_utf8_lossy(&masq.stdout).contains(&a1[0].to_string()),
+        "masquerade entry for {}",
+        a1[0]
+    );
+    w.check_and_del(net, &[&c1, &c2]);
+    assert_eq!(w.veths(), 0, "veths left after DEL");
+    let masq = String::from_utf8_lossy(
+        &w.host
+            .exec("nft", &["list", "table", "inet", "cni_masq"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !masq.contains(&a1[0].to_string()),
+        "masquerade entry left: {masq}"
+    );
+}
+
+#[test]
+fn bridge_conflist() {
+    bridge_scenario("10-bridge.conflist", "bridge-net", "cf-br", &["10.22.0.1"]);
+}
+
+#[test]
+fn bridge_dualstack_conflist() {
+    bridge_scenario(
+        "20-bridge-dualstack.conflist",
+        "dualstack-net",
+        "cf-ds",
+        &["10.23.0.1", "fd23::1"],
+    );
+}
+
+#[test]
+fn macvlan_conflist() {
+    let w = World::new("30-macvlan.conflist", "cf-mv");
+    // The host's "NIC" eth0 is a veth to a LAN namespace holding the gateway address.
+    let lan = Sandbox::new("cf-mv-lan");
+    w.host.link_to("eth0", &lan, "lan0");
+    lan.ip(&["addr", "add", "192.168.100.1/24", "dev", "lan0"]);
+    let c1 = Sandbox::new("cf-mv-c1");
+    let c2 = Sandbox::new("cf-mv-c2");
+    let a1 = w.add("lan-net", &c1);
+    let a2 = w.add("lan-net", &c2);
+    assert!(
+        ping(&c1, "192.168.100.1".parse().unwrap(), T),
+        "c1 -> LAN host"
+    );
+    assert!(ping(&lan, a2[0], T), "LAN host -> c2");
+    assert!(ping(&c1, a2[0], T), "c1 -> c2 (bridge mode)");
+    assert!(ping(&c2, a1[0], T), "c2 -> c1");
+    w.check_and_del("lan-net", &[&c1, &c2]);
+    assert!(!c1.has_link("eth0"), "macvlan left in c1");
+}
