@@ -1,9 +1,9 @@
 //! Every file in conf/ works: ADD, CHECK and DEL through cnitool, with real traffic, inside
 //! sandbox namespaces. A new file in conf/ needs a scenario here (the first test says so).
 
-
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
