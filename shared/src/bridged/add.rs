@@ -4,7 +4,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 
-use super::{ensure_bridge, is_unsupported, tag_of, vlan_unsupported, AttachConfig};
+use super::{
+    delete_bridge_if_unused, ensure_bridge_created, is_unsupported, tag_of, vlan_unsupported,
+    AttachConfig,
+};
 use crate::container::{configure_iface, interface_of, IfaceOpts};
 use crate::error::{CniError, Result};
 use crate::firewall::{self, macspoof};
@@ -39,9 +42,16 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
         )));
     }
     let hnl = Netlink::current()?;
-    let br = ensure_bridge(&hnl, cfg)?;
+    let (br, created) = ensure_bridge_created(&hnl, cfg)?;
 
     let mut rb = Rollback::new();
+    if created {
+        let (hnl_ref, index) = (&hnl, br.index);
+        rb.push(
+            format!("removing bridge {} made by this ADD", br.name),
+            move || delete_bridge_if_unused(hnl_ref, index),
+        );
+    }
     let ipam = ipam_type(req);
     // IPAM plugins that never look at the container interface run while the veth is created
     // (both take milliseconds); others (dhcp) need the interface first.

@@ -125,6 +125,12 @@ fn vlan_unsupported(cfg: &AttachConfig, e: &CniError) -> CniError {
 /// name is not a bridge; code 7 naming `vlan`/`vlanTrunk` when VLANs are asked for on a kernel
 /// without bridge VLAN filtering.
 pub fn ensure_bridge(nl: &Netlink, cfg: &AttachConfig) -> Result<Link> {
+    ensure_bridge_created(nl, cfg).map(|(br, _)| br)
+}
+
+/// [`ensure_bridge`], also telling whether this call created the bridge (a failed ADD then
+/// removes it again, so bad input leaves the host as it was).
+pub fn ensure_bridge_created(nl: &Netlink, cfg: &AttachConfig) -> Result<(Link, bool)> {
     let opts = BridgeOpts {
         mtu: cfg.mtu,
         mac: None,
@@ -132,10 +138,14 @@ pub fn ensure_bridge(nl: &Netlink, cfg: &AttachConfig) -> Result<Link> {
         up: true,
     };
     let existing = nl.link(&cfg.bridge)?;
+    let mut created = false;
     let mut br = match existing {
         Some(l) => l,
         None => match nl.create_bridge(&cfg.bridge, &opts) {
-            Ok(l) => l,
+            Ok(l) => {
+                created = true;
+                l
+            }
             Err(e) if cfg.uses_vlans() && is_unsupported(&e) => {
                 return Err(vlan_unsupported(cfg, &e))
             }
@@ -143,6 +153,20 @@ pub fn ensure_bridge(nl: &Netlink, cfg: &AttachConfig) -> Result<Link> {
             Err(e) => nl.link(&cfg.bridge)?.ok_or(e)?,
         },
     };
+    let configured = configure_bridge(nl, cfg, &mut br);
+    match configured {
+        Ok(()) => Ok((br, created)),
+        Err(e) => {
+            if created {
+                let _ = nl.delete_link(br.index);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Kind check, VLAN filtering, up, promiscuous mode.
+fn configure_bridge(nl: &Netlink, cfg: &AttachConfig, br: &mut Link) -> Result<()> {
     if !br.is_kind("bridge") {
         return Err(CniError::invalid_config(format!(
             "bridge: link {} already exists and is not a bridge (kind {})",
@@ -166,5 +190,14 @@ pub fn ensure_bridge(nl: &Netlink, cfg: &AttachConfig) -> Result<Link> {
     if cfg.promisc {
         nl.set_promisc(br.index, true)?;
     }
-    Ok(br)
+    Ok(())
+}
+
+/// Rollback of a failed ADD that created the bridge: remove it unless some port joined it since
+/// (a concurrent ADD of another container).
+pub(crate) fn delete_bridge_if_unused(nl: &Netlink, index: u32) -> Result<()> {
+    if nl.links()?.iter().any(|l| l.controller == Some(index)) {
+        return Ok(());
+    }
+    nl.delete_link(index).map(drop)
 }
