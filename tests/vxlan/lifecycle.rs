@@ -117,6 +117,32 @@ fn an_existing_device_with_other_settings_is_refused() {
         e.msg
     );
     a.sb.ip(&["link", "del", "vxlan42"]);
+    // Another name, same VNI, port and family: the kernel refuses a second one.
+    a.sb.ip(&[
+        "link", "add", "other42", "type", "vxlan", "id", "42", "dstport", "4789",
+    ]);
+    let e = call(&a, Command::Add, &conf, "c", Some(&ctr)).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(
+        e.msg
+            .starts_with("vni: another VXLAN device already uses VNI 42 on port 4789"),
+        "{}",
+        e.msg
+    );
+    a.sb.ip(&["link", "del", "other42"]);
+    // The right device, on someone else's bridge.
+    vx(None, &with(&["id", "42"], v4, "4789"));
+    a.sb.ip(&["link", "add", "brx", "type", "bridge"]);
+    a.sb.ip(&["link", "set", "vxlan42", "master", "brx"]);
+    let e = call(&a, Command::Add, &conf, "c", Some(&ctr)).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(
+        e.msg
+            .starts_with("bridge: existing vxlan42 is a port of another link"),
+        "{}",
+        e.msg
+    );
+    a.sb.ip(&["link", "set", "vxlan42", "nomaster"]);
     add(&a, &conf, "c", &ctr);
     del(&a, &conf, "c", Some(&ctr));
 }

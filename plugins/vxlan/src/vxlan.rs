@@ -275,7 +275,17 @@ pub fn ensure(nl: &Netlink, cfg: &Config, r: &Resolved) -> Result<Link> {
     let mut dev = match nl.link(name.as_str())? {
         Some(l) => l,
         None => {
-            let l = nl.create_vxlan(&name, &opts(cfg, r))?;
+            let l = nl.create_vxlan(&name, &opts(cfg, r)).map_err(|e| {
+                // The name is free, so another device holds this VNI on this port and address.
+                if e.msg.contains("(os error 17)") {
+                    bad(format!(
+                        "vni: another VXLAN device already uses VNI {} on port {} ({})",
+                        cfg.vni, cfg.port, e.msg
+                    ))
+                } else {
+                    e
+                }
+            })?;
             tracing::info!(dev = name, vni = cfg.vni, local = %r.local,
                 underlay = r.underlay.name, "vxlan device created");
             l
