@@ -210,3 +210,37 @@ fn multicast_group_mode() {
     del(a, &conf_a, "ca", Some(&ca));
     del(b, &conf_b, "cb", Some(&cb));
 }
+
+#[test]
+fn each_host_its_own_gateway() {
+    let (a, b) = pair("vx-gw");
+    let (ca, cb) = (Sandbox::new("vx-gw-ca"), Sandbox::new("vx-gw-cb"));
+    let conf = |h: &Host, peer: &Host| {
+        let mut c = h.conf(
+            31,
+            json!({"peers": [peer.v4()], "underlay": "ul0", "isDefaultGateway": true}),
+        );
+        c["ipam"]["ranges"][0][0]["gateway"] = json!(format!("10.42.0.{}", h.n));
+        c
+    };
+    let (conf_a, conf_b) = (conf(&a, &b), conf(&b, &a));
+    let ra = add(&a, &conf_a, "ca", &ca);
+    let rb = add(&b, &conf_b, "cb", &cb);
+    assert_eq!(ra["ips"][0]["gateway"], "10.42.0.1");
+    assert!(a
+        .sb
+        .ip(&["-o", "addr", "show", "vxbr31"])
+        .contains("10.42.0.1/24"));
+    assert!(ca
+        .ip(&["route", "show", "default"])
+        .contains("via 10.42.0.1"));
+    assert!(pings(&ca, "10.42.0.1".parse().unwrap()), "own gateway");
+    assert!(
+        pings(&ca, "10.42.0.2".parse().unwrap()),
+        "the other host's bridge"
+    );
+    assert!(pings(&ca, ip_of(&rb)) && pings(&cb, ip_of(&ra)));
+    check(&a, &conf_a, &ra, "ca", &ca).unwrap();
+    del(&a, &conf_a, "ca", Some(&ca));
+    del(&b, &conf_b, "cb", Some(&cb));
+}
