@@ -171,3 +171,43 @@ fn vxlan_overlay_between_two_hosts_pings() {
     }
     assert!(ping(&a, ip("10.99.0.2"), Duration::from_secs(10)));
 }
+
+#[test]
+fn vxlan_ipv6_underlay_flood_entries() {
+    let sb = Sandbox::new("vx6fdb");
+    let nl = nl(&sb);
+    let (ul, _) = veth_pair(&nl, &sb, "ul0", "ul0p");
+    nl.add_address(ul.index, net("2001:db8::1/64"), &AddrOpts { nodad: true })
+        .unwrap();
+    let o = VxlanOpts {
+        local: Some(ip("2001:db8::1")),
+        ..vx(61, "2001:db8::1", ul.index)
+    };
+    let l = nl.create_vxlan("vxlan61", &o).unwrap();
+    assert_eq!(
+        l.vxlan.unwrap().local6,
+        Some("2001:db8::1".parse::<Ipv6Addr>().unwrap())
+    );
+    let (d2, d3) = (ip("2001:db8::2"), ip("fd00::3"));
+    nl.append_fdb(l.index, Mac::ZERO, d2).unwrap();
+    nl.append_fdb(l.index, Mac::ZERO, d3).unwrap();
+    let mut dsts: Vec<IpAddr> = nl
+        .fdb(l.index)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.mac.is_zero())
+        .filter_map(|e| e.dst)
+        .collect();
+    dsts.sort();
+    assert_eq!(dsts, vec![d2, d3]);
+    let shown =
+        String::from_utf8_lossy(&sb.exec("bridge", &["fdb", "show", "dev", "vxlan61"]).stdout)
+            .into_owned();
+    assert!(
+        shown.contains("dst 2001:db8::2") && shown.contains("dst fd00::3"),
+        "{shown}"
+    );
+    assert!(nl.delete_fdb(l.index, Mac::ZERO, Some(d2)).unwrap());
+    assert!(!nl.delete_fdb(l.index, Mac::ZERO, Some(d2)).unwrap());
+    assert_eq!(nl.fdb(l.index).unwrap().len(), 1);
+}

@@ -1,6 +1,6 @@
 //! The bridge plugin's keys, their defaults and validation (code 7 naming the key).
 
-use cni_shared::bridged::AttachConfig;
+use cni_shared::bridged::{self, AttachConfig};
 use cni_shared::firewall::Backend;
 use cni_shared::mac::Mac;
 use cni_shared::netlink::BridgeVlan;
@@ -91,24 +91,10 @@ fn trunk(entries: &[Trunk]) -> Result<Vec<BridgeVlan>> {
     Ok(out)
 }
 
-/// The container MAC: runtimeConfig.mac, else args.cni.mac, else CNI_ARGS `MAC=`.
-fn mac(req: &Request) -> Result<Option<Mac>> {
-    if let Some(m) = req.conf.runtime_config_field::<String>("mac")? {
-        return Mac::parse("runtimeConfig.mac", &m).map(Some);
-    }
-    if let Some(m) = req.conf.args_cni_field::<String>("mac")? {
-        return Mac::parse("args.cni.mac", &m).map(Some);
-    }
-    match req.cni_args()?.get("MAC") {
-        Some(m) if !m.is_empty() => Mac::parse("CNI_ARGS MAC", m).map(Some),
-        _ => Ok(None),
-    }
-}
-
 /// Decode, default and validate the request's configuration.
 pub fn load(req: &Request) -> Result<AttachConfig> {
     let c: BridgeConf = req.config()?;
-    from_conf(c, req.conf.ipam.is_some(), mac(req)?)
+    from_conf(c, req.conf.ipam.is_some(), bridged::container_mac(req)?)
 }
 
 /// Validation proper (no request needed: unit-tested).

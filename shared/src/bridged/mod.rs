@@ -101,6 +101,21 @@ impl AttachConfig {
     }
 }
 
+/// The container interface's MAC as the runtime asks for it: `runtimeConfig.mac` (capability
+/// `mac`), else `args.cni.mac`, else CNI_ARGS `MAC=`; code 7 naming the source when malformed.
+pub fn container_mac(req: &Request) -> Result<Option<Mac>> {
+    if let Some(m) = req.conf.runtime_config_field::<String>("mac")? {
+        return Mac::parse("runtimeConfig.mac", &m).map(Some);
+    }
+    if let Some(m) = req.conf.args_cni_field::<String>("mac")? {
+        return Mac::parse("args.cni.mac", &m).map(Some);
+    }
+    match req.cni_args()?.get("MAC") {
+        Some(m) if !m.is_empty() => Mac::parse("CNI_ARGS MAC", m).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// The attachment's firewall tag.
 pub fn tag_of(req: &Request) -> Tag {
     Tag::new(&req.conf.name, &req.container_id, &req.ifname)

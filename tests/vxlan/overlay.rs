@@ -1,0 +1,246 @@
+//! Who reaches whom over the overlay: two hosts, a three-host mesh, full-size frames, an IPv6
+//! underlay, multicast group mode.
+
+use cni_shared::skel::Command;
+use cni_tests::testkit::Sandbox;
+use serde_json::json;
+
+use super::{add, call, check, del, ip_of, mtu, pair, ping_df, pings, skipped, switched, Host};
+
+#[test]
+fn two_hosts_ping_over_the_overlay_with_defaults() {
+    let (a, b) = pair("vx-two");
+    // Underlay and local come from the default route (inside the sandbox host only).
+    for h in [&a, &b] {
+        h.sb.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.254",
+            "dev",
+            "ul0",
+        ]);
+    }
+    let (ca, cb) = (Sandbox::new("vx-two-ca"), Sandbox::new("vx-two-cb"));
+    let conf_a = a.conf(42, json!({"peers": [b.v4()]}));
+    let conf_b = b.conf(42, json!({"peers": [a.v4()]}));
+    let ra = add(&a, &conf_a, "ca", &ca);
+    let rb = add(&b, &conf_b, "cb", &cb);
+
+    let ifs = ra["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 3, "{ra}");
+    assert_eq!(ifs[0]["name"], "vxbr42");
+    assert!(ifs[1]["name"].as_str().unwrap().starts_with("veth"));
+    assert_eq!(ifs[2]["name"], "eth0");
+    assert_eq!(ifs[2]["sandbox"], ca.path().display().to_string());
+    assert_eq!(ra["ips"][0]["interface"], 2);
+    assert_eq!(ra["ips"][0]["address"], "10.42.0.10/24");
+    assert_eq!(rb["ips"][0]["address"], "10.42.0.20/24");
+
+    let d = a.link_details("vxlan42");
+    for want in [
+        "vxlan id 42",
+        "local 192.0.2.1",
+        "dev ul0",
+        "dstport 4789",
+        "master vxbr42",
+        "mtu 1450",
+        "state UNKNOWN",
+    ] {
+        assert!(d.contains(want), "{want:?} missing from {d}");
+    }
+    assert!(!d.contains("nolearning"), "learning is on by default: {d}");
+    assert_eq!(a.flood("vxlan42"), vec![b.v4()]);
+    assert_eq!(b.flood("vxlan42"), vec![a.v4()]);
+
+    assert!(pings(&ca, ip_of(&rb)), "a -> b over the overlay");
+    assert!(pings(&cb, ip_of(&ra)), "b -> a over the overlay");
+    check(&a, &conf_a, &ra, "ca", &ca).unwrap();
+    check(&b, &conf_b, &rb, "cb", &cb).unwrap();
+
+    del(&a, &conf_a, "ca", Some(&ca));
+    del(&b, &conf_b, "cb", Some(&cb));
+    assert!(!ca.has_link("eth0"));
+    assert!(
+        a.sb.has_link("vxlan42") && a.sb.has_link("vxbr42"),
+        "shared device stays"
+    );
+}
+
+#[test]
+fn three_hosts_in_full_mesh_all_reach_each_other() {
+    let (_switch, hosts) = switched("vx-mesh", 3);
+    let peers: Vec<String> = hosts.iter().map(Host::v4).collect();
+    // One config for every host: each one skips its own address in the peer list.
+    let ctrs: Vec<Sandbox> = (1..=3)
+        .map(|i| Sandbox::new(&format!("vx-mesh-c{i}")))
+        .collect();
+    let mut results = Vec::new();
+    for (h, c) in hosts.iter().zip(&ctrs) {
+        let conf = h.conf(100, json!({"peers": peers, "underlay": "ul0"}));
+        results.push(add(h, &conf, &format!("m{}", h.n), c));
+    }
+    for h in &hosts {
+        let others: Vec<String> = hosts.iter().filter(|o| o.n != h.n).map(Host::v4).collect();
+        assert_eq!(h.flood("vxlan100"), others, "host {}", h.n);
+        assert!(h
+            .link_details("vxlan100")
+            .contains(&format!("local {}", h.v4())));
+    }
+    for (i, from) in ctrs.iter().enumerate() {
+        for (j, r) in results.iter().enumerate() {
+            if i != j {
+                assert!(pings(from, ip_of(r)), "container {i} -> container {j}");
+            }
+        }
+    }
+    for ((h, c), r) in hosts.iter().zip(&ctrs).zip(&results) {
+        let conf = h.conf(100, json!({"peers": peers, "underlay": "ul0"}));
+        check(h, &conf, r, &format!("m{}", h.n), c).unwrap();
+        del(h, &conf, &format!("m{}", h.n), Some(c));
+    }
+}
+
+#[test]
+fn container_mtu_leaves_room_for_the_tunnel_and_a_full_size_df_ping_passes() {
+    let (a, b) = pair("vx-mtu");
+    let (ca, cb) = (Sandbox::new("vx-mtu-ca"), Sandbox::new("vx-mtu-cb"));
+    let ca_conf = a.conf(7, json!({"peers": [b.v4()], "underlay": "ul0"}));
+    let cb_conf = b.conf(7, json!({"peers": [a.v4()], "underlay": "ul0"}));
+    let ra = add(&a, &ca_conf, "ca", &ca);
+    let rb = add(&b, &cb_conf, "cb", &cb);
+    let underlay = mtu(&a.sb, "ul0");
+    let m = mtu(&ca, "eth0");
+    assert!(m <= underlay - 50, "container MTU {m}, underlay {underlay}");
+    assert_eq!(m, 1450);
+    assert_eq!(mtu(&a.sb, "vxlan7"), m);
+    let frags = |h: &Host| (h.snmp("Ip", "FragCreates"), h.snmp("Ip", "ReasmReqds"));
+    let before = (frags(&a), frags(&b));
+    // An IP packet of exactly the container MTU (ICMP 8 + IP 20 bytes of headers), DF set.
+    assert!(ping_df(&ca, ip_of(&rb), m - 28), "full-size ping a -> b");
+    assert!(ping_df(&cb, ip_of(&ra), m - 28), "full-size ping b -> a");
+    assert_eq!((frags(&a), frags(&b)), before, "the underlay fragmented");
+    // One byte more does not leave the container.
+    let big = ca.exec(
+        "ping",
+        &[
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            &(m - 27).to_string(),
+            &ip_of(&rb).to_string(),
+        ],
+    );
+    assert!(!big.status.success());
+
+    // An explicit MTU that would fragment is refused, naming the key.
+    let cx = Sandbox::new("vx-mtu-cx");
+    let too_big = a.conf(
+        7,
+        json!({"peers": [b.v4()], "underlay": "ul0", "mtu": 1451}),
+    );
+    let e = call(&a, Command::Add, &too_big, "cx", Some(&cx)).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(
+        e.msg.starts_with("mtu: 1451") && e.msg.contains("1450"),
+        "{}",
+        e.msg
+    );
+    assert!(!cx.has_link("eth0"));
+    del(&a, &ca_conf, "ca", Some(&ca));
+    del(&b, &cb_conf, "cb", Some(&cb));
+}
+
+#[test]
+fn ipv6_underlay() {
+    let (a, b) = pair("vx-v6");
+    let (ca, cb) = (Sandbox::new("vx-v6-ca"), Sandbox::new("vx-v6-cb"));
+    let conf_a = a.conf(61, json!({"peers": [b.v6()], "underlay": "ul0"}));
+    let conf_b = b.conf(61, json!({"peers": [a.v6()], "underlay": "ul0"}));
+    let ra = match call(&a, Command::Add, &conf_a, "ca", Some(&ca)) {
+        Ok(r) => r,
+        Err(e) if e.msg.contains("creating vxlan") => {
+            return skipped(
+                "ipv6_underlay",
+                &format!("the kernel refuses a VXLAN over IPv6: {e}"),
+            )
+        }
+        Err(e) => panic!("ADD: {e}"),
+    };
+    let rb = add(&b, &conf_b, "cb", &cb);
+    let d = a.link_details("vxlan61");
+    assert!(d.contains(&format!("local {}", a.v6())), "{d}");
+    assert_eq!(a.flood("vxlan61"), vec![b.v6()]);
+    // IPv6 headers are 20 bytes longer: underlay − 70.
+    let m = mtu(&ca, "eth0");
+    assert_eq!(m, mtu(&a.sb, "ul0") - 70);
+    assert!(ping_df(&ca, ip_of(&rb), m - 28), "full-size ping over IPv6");
+    check(&a, &conf_a, &ra, "ca", &ca).unwrap();
+    del(&a, &conf_a, "ca", Some(&ca));
+    del(&b, &conf_b, "cb", Some(&cb));
+}
+
+#[test]
+fn multicast_group_mode() {
+    let (_switch, hosts) = switched("vx-mc", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let (ca, cb) = (Sandbox::new("vx-mc-ca"), Sandbox::new("vx-mc-cb"));
+    let group = json!({"group": "239.1.1.42", "underlay": "ul0"});
+    let (conf_a, conf_b) = (a.conf(4242, group.clone()), b.conf(4242, group));
+    let ra = match call(a, Command::Add, &conf_a, "ca", Some(&ca)) {
+        Ok(r) => r,
+        Err(e) if e.msg.contains("creating vxlan") => {
+            return skipped(
+                "multicast_group_mode",
+                &format!("the kernel refuses a VXLAN with a multicast group: {e}"),
+            )
+        }
+        Err(e) => panic!("ADD: {e}"),
+    };
+    let rb = add(b, &conf_b, "cb", &cb);
+    assert!(a.link_details("vxlan4242").contains("group 239.1.1.42"));
+    assert!(pings(&ca, ip_of(&rb)), "a -> b through the group");
+    assert!(pings(&cb, ip_of(&ra)), "b -> a through the group");
+    check(a, &conf_a, &ra, "ca", &ca).unwrap();
+    del(a, &conf_a, "ca", Some(&ca));
+    del(b, &conf_b, "cb", Some(&cb));
+}
+
+#[test]
+fn each_host_its_own_gateway() {
+    let (a, b) = pair("vx-gw");
+    let (ca, cb) = (Sandbox::new("vx-gw-ca"), Sandbox::new("vx-gw-cb"));
+    let conf = |h: &Host, peer: &Host| {
+        let mut c = h.conf(
+            31,
+            json!({"peers": [peer.v4()], "underlay": "ul0", "isDefaultGateway": true}),
+        );
+        c["ipam"]["ranges"][0][0]["gateway"] = json!(format!("10.42.0.{}", h.n));
+        c
+    };
+    let (conf_a, conf_b) = (conf(&a, &b), conf(&b, &a));
+    let ra = add(&a, &conf_a, "ca", &ca);
+    let rb = add(&b, &conf_b, "cb", &cb);
+    assert_eq!(ra["ips"][0]["gateway"], "10.42.0.1");
+    assert!(a
+        .sb
+        .ip(&["-o", "addr", "show", "vxbr31"])
+        .contains("10.42.0.1/24"));
+    assert!(ca
+        .ip(&["route", "show", "default"])
+        .contains("via 10.42.0.1"));
+    assert!(pings(&ca, "10.42.0.1".parse().unwrap()), "own gateway");
+    assert!(
+        pings(&ca, "10.42.0.2".parse().unwrap()),
+        "the other host's bridge"
+    );
+    assert!(pings(&ca, ip_of(&rb)) && pings(&cb, ip_of(&ra)));
+    check(&a, &conf_a, &ra, "ca", &ca).unwrap();
+    del(&a, &conf_a, "ca", Some(&ca));
+    del(&b, &conf_b, "cb", Some(&cb));
+}
