@@ -24,11 +24,13 @@ fn base(plugin: &str, data: &Path) -> Value {
             json!({"cniVersion": "1.1.0", "name": "hostile", "type": "bridge", "ipam": ipam})
         }
         "loopback" => json!({"cniVersion": "1.1.0", "name": "hostile", "type": "loopback"}),
+        "vxlan" => json!({"cniVersion": "1.1.0", "name": "hostile", "type": "vxlan", "vni": 4242,
+                          "underlay": "lan0", "peers": ["192.0.2.2"], "ipam": ipam}),
         other => panic!("no base config for {other}"),
     }
 }
 
-const PLUGINS: [&str; 4] = ["bridge", "macvlan", "host-local", "loopback"];
+const PLUGINS: [&str; 5] = ["bridge", "macvlan", "vxlan", "host-local", "loopback"];
 
 /// The host's observable state: links, addresses, nftables and iptables rules, files under the
 /// data dir.
@@ -279,6 +281,7 @@ fn hostile_input_gets_cni_errors_and_changes_nothing() {
     let host = Sandbox::new("hostile");
     let lan = Sandbox::new("hostile-lan");
     host.link_to("lan0", &lan, "lan1");
+    host.ip(&["addr", "add", "192.0.2.1/24", "dev", "lan0"]);
     let ctr = Sandbox::new("hostile-c");
     let data = TempDir::new("hostile-data");
     let before = snapshot(&host, data.path());

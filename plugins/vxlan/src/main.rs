@@ -38,8 +38,8 @@ fn resolved(req: &Request) -> Result<(Config, Resolved, Netlink)> {
 impl Plugin for Vxlan {
     fn add(&self, req: &Request) -> Result<CniResult> {
         let (cfg, r, nl) = resolved(req)?;
-        vxlan::ensure(&nl, &cfg, &r)?;
-        bridged::add(req, &cfg.attach)
+        let made = vxlan::ensure(&nl, &cfg, &r)?;
+        bridged::add(req, &cfg.attach).inspect_err(|_| made.undo(&nl, &cfg))
     }
 
     /// The container's veth and IPAM; the shared device and bridge stay.

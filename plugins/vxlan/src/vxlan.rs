@@ -265,12 +265,75 @@ fn reconcile_flood(nl: &Netlink, dev: &Link, want: &[IpAddr]) -> Result<()> {
 /// The bridge and `vxlan<vni>` on it, up, with exactly the configured flood entries; created
 /// when missing. Under the VNI's lock, so concurrent ADDs of a new network all succeed. An
 /// existing device with other settings is code 7 naming the key.
-pub fn ensure(nl: &Netlink, cfg: &Config, r: &Resolved) -> Result<Link> {
-    let path = lock_path(cfg.vni);
+pub fn ensure(nl: &Netlink, cfg: &Config, r: &Resolved) -> Result<Ensured> {
+    let _lock = lock(cfg)?;
+    let (br, bridge_created) = bridged::ensure_bridge_created(nl, &cfg.attach)?;
+    let mut made = Ensured {
+        bridge: bridge_created.then_some(br.index),
+        device: None,
+    };
+    match ensure_device(nl, cfg, r, &br, &mut made) {
+        Ok(()) => Ok(made),
+        Err(e) => {
+            made.undo_locked(nl);
+            Err(e)
+        }
+    }
+}
+
+/// What an ADD created on the host (a bridge, a device), to remove again if the ADD fails.
+#[derive(Debug, Default)]
+pub struct Ensured {
+    bridge: Option<u32>,
+    device: Option<u32>,
+}
+
+impl Ensured {
+    /// The ADD failed after [`ensure`]: remove what it created, unless a container joined the
+    /// bridge since (a concurrent ADD).
+    pub fn undo(&self, nl: &Netlink, cfg: &Config) {
+        if self.bridge.is_none() && self.device.is_none() {
+            return;
+        }
+        match lock(cfg) {
+            Ok(_lock) => self.undo_locked(nl),
+            Err(e) => tracing::warn!("not removing the devices of a failed ADD: {e}"),
+        }
+    }
+
+    fn undo_locked(&self, nl: &Netlink) {
+        if let Some(br) = self.bridge {
+            let ports = nl.links().map(|links| {
+                links
+                    .iter()
+                    .filter(|l| l.controller == Some(br) && Some(l.index) != self.device)
+                    .count()
+            });
+            if ports.ok() != Some(0) {
+                return;
+            }
+        }
+        for index in [self.device, self.bridge].into_iter().flatten() {
+            if let Err(e) = nl.delete_link(index) {
+                tracing::warn!("removing link {index} made by a failed ADD: {e}");
+            }
+        }
+    }
+}
+
+fn lock(cfg: &Config) -> Result<FileLock> {
     std::fs::create_dir_all(LOCK_DIR)
         .map_err(|e| CniError::io(format!("creating {LOCK_DIR}: {e}")))?;
-    let _lock = FileLock::exclusive(&path, DEFAULT_LOCK_TIMEOUT)?;
-    let br = bridged::ensure_bridge(nl, &cfg.attach)?;
+    FileLock::exclusive(&lock_path(cfg.vni), DEFAULT_LOCK_TIMEOUT)
+}
+
+fn ensure_device(
+    nl: &Netlink,
+    cfg: &Config,
+    r: &Resolved,
+    br: &Link,
+    made: &mut Ensured,
+) -> Result<()> {
     let name = cfg.device();
     let mut dev = match nl.link(name.as_str())? {
         Some(l) => l,
@@ -288,10 +351,11 @@ pub fn ensure(nl: &Netlink, cfg: &Config, r: &Resolved) -> Result<Link> {
             })?;
             tracing::info!(dev = name, vni = cfg.vni, local = %r.local,
                 underlay = r.underlay.name, "vxlan device created");
+            made.device = Some(l.index);
             l
         }
     };
-    if let Some(m) = mismatch(cfg, r, &dev, &br) {
+    if let Some(m) = mismatch(cfg, r, &dev, br) {
         return Err(bad(m));
     }
     if dev.controller != Some(br.index) {
@@ -305,7 +369,7 @@ pub fn ensure(nl: &Netlink, cfg: &Config, r: &Resolved) -> Result<Link> {
     if let Flood::Peers(_) = cfg.flood {
         reconcile_flood(nl, &dev, &remote_peers(cfg, r))?;
     }
-    Ok(dev)
+    Ok(())
 }
 
 fn fail(msg: String) -> CniError {
