@@ -17,6 +17,8 @@ const COVERED: &[&str] = &[
     "10-bridge.conflist",
     "20-bridge-dualstack.conflist",
     "30-macvlan.conflist",
+    "50-vxlan-host1.conflist",
+    "51-vxlan-host2.conflist",
 ];
 
 fn conf_dir() -> PathBuf {
@@ -221,4 +223,27 @@ fn macvlan_conflist() {
     assert!(ping(&c2, a1[0], T), "c2 -> c1");
     w.check_and_del("lan-net", &[&c1, &c2]);
     assert!(!c1.has_link("eth0"), "macvlan left in c1");
+}
+
+#[test]
+fn vxlan_conflists_one_per_host() {
+    let h1 = World::new("50-vxlan-host1.conflist", "cf-vx1");
+    let h2 = World::new("51-vxlan-host2.conflist", "cf-vx2");
+    // The underlay: eth0 on each host, joined by a veth.
+    h1.host.link_to("eth0", &h2.host, "eth0");
+    h1.host.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    h2.host.ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    let c1 = Sandbox::new("cf-vx1-c");
+    let c2 = Sandbox::new("cf-vx2-c");
+    let a1 = h1.add("overlay", &c1);
+    let a2 = h2.add("overlay", &c2);
+    assert_eq!(a1, ["10.42.0.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(a2, ["10.42.0.100".parse::<IpAddr>().unwrap()]);
+    assert!(
+        ping(&c1, a2[0], T),
+        "host1's container -> host2's over the overlay"
+    );
+    assert!(ping(&c2, a1[0], T), "host2's container -> host1's");
+    h1.check_and_del("overlay", &[&c1]);
+    h2.check_and_del("overlay", &[&c2]);
 }

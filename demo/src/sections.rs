@@ -146,7 +146,65 @@ fn vxlan() -> Result<Outcome> {
     if !built("vxlan") {
         return Ok(Outcome::Skipped("the vxlan plugin is not built yet".into()));
     }
-    Ok(Outcome::Skipped(
-        "the vxlan section is added with the vxlan plugin's example files".into(),
-    ))
+    // Two sandbox "hosts" whose eth0 are joined by a veth: the underlay, 192.0.2.0/24.
+    let h1 = Net::new(
+        "50-vxlan-host1.conflist",
+        "overlay",
+        Sandbox::new("demo-vx1"),
+    )?;
+    let h2 = Net::new(
+        "51-vxlan-host2.conflist",
+        "overlay",
+        Sandbox::new("demo-vx2"),
+    )?;
+    h1.host.link_to("eth0", &h2.host, "eth0");
+    h1.host.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    h2.host.ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    let c1 = Sandbox::new("demo-vx1-c");
+    let c2 = Sandbox::new("demo-vx2-c");
+    let a1 = h1.add(&c1, &[])?;
+    let a2 = h2.add(&c2, &[])?;
+    show("host1/c", &a1);
+    show("host2/c", &a2);
+    let (Some(&ip1), Some(&ip2)) = (a1.first(), a2.first()) else {
+        bail!("no address in the results");
+    };
+    talk(&c1, "host1/c", ip2, "host2/c")?;
+    talk(&c2, "host2/c", ip1, "host1/c")?;
+    // The tunnel never fragments: a full-size packet with DF set crosses.
+    let mtu = c1.ip(&["-o", "link", "show", "eth0"]);
+    let mtu: u32 = mtu
+        .split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1450);
+    let size = (mtu - 28).to_string();
+    let ok = c1
+        .exec(
+            "ping",
+            &[
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "-M",
+                "do",
+                "-s",
+                &size,
+                &ip2.to_string(),
+            ],
+        )
+        .status
+        .success();
+    ensure!(
+        ok,
+        "a {mtu}-byte packet with DF set did not cross the overlay"
+    );
+    println!("   container MTU {mtu}: a full-size packet with DF set crosses unfragmented");
+    teardown(&h1, &[&c1])?;
+    teardown(&h2, &[&c2])?;
+    Ok(Outcome::Done(format!(
+        "{ip1} on host1 and {ip2} on host2 share one L2 segment over VNI 42"
+    )))
 }
