@@ -239,3 +239,68 @@ fn status_and_bad_input() {
     env.call("portmap", Command::Del, &c, "cond", None).unwrap();
     assert!(!env.rules().contains("cni:pmnet/cond/"), "{}", env.rules());
 }
+
+/// Run portmap in the host with /usr/sbin (and /sbin) hidden behind an empty tmpfs in a private
+/// mount namespace, so neither nft nor iptables can be found.
+fn without_sbin(
+    env: &Env,
+    cmd: Command,
+    c: &Value,
+    extra: &[(&str, &str)],
+) -> cni_shared::CniError {
+    let script = "mount -t tmpfs none /usr/sbin && { mount -t tmpfs none /sbin 2>/dev/null; \
+                  true; } && exec \"$0\"";
+    let mut p = env.host.command("unshare");
+    p.args(["-m", "sh", "-c", script])
+        .arg(cni_tests::testkit::plugin_path("portmap"))
+        .env("CNI_COMMAND", cmd.as_str())
+        .env("CNI_PATH", cni_tests::testkit::bin_dir())
+        .env("CNI_CONTAINERID", "nosbin")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", env.host.path());
+    for (k, v) in extra {
+        p.env(k, v);
+    }
+    let stdin = serde_json::to_vec(c).unwrap();
+    cni_shared::invoke::communicate(p, &stdin).unwrap_err()
+}
+
+#[test]
+fn an_unusable_backend_is_status_50_naming_it() {
+    let env = Env::new("pm-nosbin", "iptables", 17);
+    let ipt = env.pm_conf(None, None, json!({}));
+    let e = without_sbin(&env, Command::Status, &ipt, &[]);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("backend iptables"), "{}", e.msg);
+    let nft = env.pm_conf(None, None, json!({"backend": "nftables"}));
+    let e = without_sbin(&env, Command::Status, &nft, &[("CNI_NFT", "binary")]);
+    assert_eq!(e.code, 50, "{}", e.msg);
+    assert!(e.msg.contains("backend nftables"), "{}", e.msg);
+    // ADD says so too; DEL has nothing to remove and succeeds.
+    let prev = fake_prev("10.80.17.2/24");
+    let add = env.pm_conf(Some(tcp(5, 5)), Some(&prev), json!({}));
+    let e = without_sbin(&env, Command::Add, &add, &[]);
+    assert_eq!(e.code, 50, "{}", e.msg);
+}
+
+#[test]
+fn the_nft_binary_path_works_too() {
+    let env = Env::new("pm-nftbin", "nftables", 18);
+    let prev = fake_prev("10.80.18.2/24");
+    let c = env.pm_conf(Some(tcp(7, 7)), Some(&prev), json!({}));
+    let run = |cmd: Command, c: &Value| {
+        cni_tests::testkit::Call::new("portmap", cmd, c.clone())
+            .container("bin", "eth0", Some(env.host.path()))
+            .env("CNI_NFT", "binary")
+            .run_in(&env.host)
+    };
+    run(Command::Add, &c).unwrap();
+    run(Command::Check, &c).unwrap();
+    assert!(env.rules().contains("cni:pmnet/bin/eth0"));
+    run(Command::Del, &env.pm_conf(None, None, json!({}))).unwrap();
+    assert!(
+        !env.rules().contains("cni:pmnet/bin/eth0"),
+        "{}",
+        env.rules()
+    );
+}
