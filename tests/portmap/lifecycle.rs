@@ -238,6 +238,14 @@ fn status_and_bad_input() {
     );
     env.call("portmap", Command::Del, &c, "cond", None).unwrap();
     assert!(!env.rules().contains("cni:pmnet/cond/"), "{}", env.rules());
+    // DEL cleans up even when its configuration does not validate (found by tag).
+    let c = env.pm_conf(Some(tcp(3, 3)), Some(&prev), json!({}));
+    env.call("portmap", Command::Add, &c, "inv", Some(env.host.path()))
+        .unwrap();
+    let bad = json!([{"hostPort": 3, "containerPort": 3, "protocol": "icmp"}]);
+    let c = env.pm_conf(Some(bad), Some(&prev), json!({"markMasqBit": 99}));
+    env.call("portmap", Command::Del, &c, "inv", None).unwrap();
+    assert!(!env.rules().contains("cni:pmnet/inv/"), "{}", env.rules());
 }
 
 /// Run portmap in the host with /usr/sbin (and /sbin) hidden behind an empty tmpfs in a private

@@ -123,6 +123,29 @@ pub fn load(req: &Request) -> Result<Config> {
     from_conf(c, entries)
 }
 
+/// For DEL, which must clean up after any ADD, also a refused one: a configuration that does not
+/// validate still yields the backend it names (else nftables) and no mappings (DEL then finds
+/// the attachment's entries by tag).
+pub fn load_for_del(req: &Request) -> Config {
+    match load(req) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("DEL with an invalid configuration ({e}); removing by tag");
+            let backend = req
+                .raw
+                .get("backend")
+                .and_then(|b| b.as_str())
+                .and_then(|b| Backend::parse("backend", Some(b)).ok())
+                .unwrap_or_default();
+            Config {
+                backend,
+                opts: Options::default(),
+                mappings: None,
+            }
+        }
+    }
+}
+
 /// Validation proper (no request needed: unit-tested).
 pub fn from_conf(c: PortMapConf, entries: Option<Vec<PortMapEntry>>) -> Result<Config> {
     let backend = Backend::parse("backend", c.backend.as_deref())?;

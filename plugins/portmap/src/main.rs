@@ -95,7 +95,7 @@ impl Plugin for PortMap {
     }
 
     fn del(&self, req: &Request) -> Result<()> {
-        let cfg = config::load(req)?;
+        let cfg = config::load_for_del(req);
         // A prevResult that does not decode must not keep DEL from cleaning up.
         let addrs: Vec<IpAddr> = match req.prev_result() {
             Ok(Some(prev)) => container_addrs(&prev, &req.ifname)
