@@ -141,26 +141,29 @@ fn check_and_del_iptables() {
     check_and_del_with("iptables", 13);
 }
 
-/// 100 attachments with one mapping each, then GC keeps two, then DEL of all leaves nothing.
+/// 100 containers with one mapping each (bridge + portmap), traffic to one of them, GC keeping
+/// two mappings, then the DEL of every container leaves no entry.
 fn many_with(backend: &'static str, n: u8) {
     let env = Env::new(&format!("pm-many-{}", &backend[..3]), backend, n);
-    let add = |i: u16| {
-        let prev = fake_prev(&format!("10.80.{n}.{}/16", i + 2));
-        let c = env.pm_conf(Some(tcp(20000 + i, 80)), Some(&prev), json!({}));
-        env.call(
-            "portmap",
-            Command::Add,
-            &c,
-            &format!("m{i}"),
-            Some(env.host.path()),
-        )
-        .unwrap_or_else(|e| panic!("ADD m{i}: {e}"));
-    };
-    for i in 0..100 {
-        add(i);
-    }
+    let ctrs: Vec<Sandbox> = (0..100)
+        .map(|i| Sandbox::new(&format!("pm-m{i}")))
+        .collect();
+    let results: Vec<Value> = ctrs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            env.attach(&format!("m{i}"), c, tcp(20000 + i as u16, 80))
+                .unwrap_or_else(|e| panic!("ADD m{i}: {e}"))
+        })
+        .collect();
     let rules = env.rules();
     assert!(rules.matches("cni:pmnet/m").count() >= 100, "{rules}");
+    assert!(tcp_ok(
+        &ctrs[57],
+        sa("0.0.0.0", 80),
+        &env.ext,
+        sa(EXT_HOST4, 20057)
+    ));
     let mut gc = env.pm_conf(None, None, json!({}));
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "m1", "ifname": "eth0"},
                                             {"containerID": "m2", "ifname": "eth0"}]);
@@ -168,11 +171,14 @@ fn many_with(backend: &'static str, n: u8) {
     let rules = env.rules();
     assert!(rules.contains("cni:pmnet/m1/eth0") && rules.contains("cni:pmnet/m2/eth0"));
     assert!(!rules.contains("cni:pmnet/m3/eth0"), "{rules}");
-    for i in 0..100 {
-        let prev = fake_prev(&format!("10.80.{n}.{}/16", i + 2));
-        let c = env.pm_conf(Some(tcp(20000 + i, 80)), Some(&prev), json!({}));
-        env.call("portmap", Command::Del, &c, &format!("m{i}"), None)
-            .unwrap_or_else(|e| panic!("DEL m{i}: {e}"));
+    assert!(tcp_fails(
+        &ctrs[57],
+        sa("0.0.0.0", 80),
+        &env.ext,
+        sa(EXT_HOST4, 20057)
+    ));
+    for (i, (c, r)) in ctrs.iter().zip(&results).enumerate() {
+        env.detach(&format!("m{i}"), Some(c), tcp(20000 + i as u16, 80), r);
     }
     let rules = env.rules();
     assert!(!rules.contains("cni:pmnet/"), "{rules}");
