@@ -67,7 +67,23 @@ fn conflicts_with(backend: &'static str, n: u8) {
         &env.ext,
         sa(EXT_HOST4, 8080)
     ));
-    env.detach("owner1", Some(&c1), tcp(8080, 82), &r1);
+    // ... also with other mappings: the earlier ones go.
+    let moved = env.pm_conf(Some(tcp(8090, 80)), Some(&r1), json!({}));
+    env.call("portmap", Command::Add, &moved, "owner1", Some(c1.path()))
+        .unwrap();
+    assert!(tcp_ok(
+        &c1,
+        sa("0.0.0.0", 80),
+        &env.ext,
+        sa(EXT_HOST4, 8090)
+    ));
+    assert!(tcp_fails(
+        &c1,
+        sa("0.0.0.0", 80),
+        &env.ext,
+        sa(EXT_HOST4, 8080)
+    ));
+    env.detach("owner1", Some(&c1), tcp(8090, 80), &r1);
     assert!(!env.rules().contains("cni:pmnet/"), "{}", env.rules());
 }
 

@@ -160,43 +160,49 @@ impl NftHostPorts {
         Ok(())
     }
 
-    /// The ADD batch met existing keys: conflicts are errors; our own earlier entries, stale
-    /// DNAT elements and stale hairpin elements are replaced in the same transaction.
+    /// The ADD batch met existing keys: another attachment's keys are conflicts; everything of
+    /// this attachment (an earlier ADD, whatever its mappings) and stale DNAT and hairpin
+    /// elements for these keys are replaced in one transaction.
     fn replace(&self, nft: &Nft, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
-        let mut pre = String::new();
-        let mut conflicts: Vec<CniError> = Vec::new();
+        let mut conflicts = Vec::new();
+        for f in fwds {
+            for m in &f.mappings {
+                let c = Claim::of(f.v6(), m);
+                if let Some(e) = get(nl, &c.claims_map(), &c.key_bytes())? {
+                    let owner = e.comment.unwrap_or_default();
+                    if owner != tag.as_str() {
+                        conflicts.push(in_use(m, &owner).msg);
+                    }
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(CniError::new(super::PORT_IN_USE, conflicts.join("; ")));
+        }
+        // This rare path may list our maps: a re-ADD must not leave an earlier ADD's mappings.
+        let mine = claims_where(nl, |c| c == tag.as_str())?;
+        let mut hairpins = hairpins_where(nl, |c| c == tag.as_str())?;
+        let mut pre: String = mine.iter().map(Found::delete_script).collect();
         for f in fwds {
             let gid = group_id(self.opts.conditions(f.v6()));
             for m in &f.mappings {
                 let c = Claim::of(f.v6(), m);
-                let mut gids = vec![gid];
-                match get(nl, &c.claims_map(), &c.key_bytes())? {
-                    Some(e) if e.comment.as_deref() != Some(tag.as_str()) => {
-                        conflicts.push(in_use(m, e.comment.as_deref().unwrap_or_default()));
-                        continue;
-                    }
-                    Some(e) => {
-                        pre.push_str(&c.delete_claim());
-                        gids.push(decode_gid(&e.data));
-                    }
-                    None => {}
-                }
-                gids.dedup();
-                for g in gids {
-                    if get(nl, &c.dnat_map(g), &c.key_bytes())?.is_some() {
-                        pre.push_str(&c.delete_dnat(g));
-                    }
+                let deleted = mine
+                    .iter()
+                    .any(|x| x.claim == c && x.gid == gid && x.target.is_some());
+                if !deleted && get(nl, &c.dnat_map(gid), &c.key_bytes())?.is_some() {
+                    pre.push_str(&c.delete_dnat(gid));
                 }
             }
             let ip = f.container.ip();
-            if self.opts.snat && get(nl, &hairpin_map(f.v6()), &key::addr(&ip))?.is_some() {
-                pre.push_str(&delete_hairpin(&ip));
+            if self.opts.snat
+                && !hairpins.contains(&ip)
+                && get(nl, &hairpin_map(f.v6()), &key::addr(&ip))?.is_some()
+            {
+                hairpins.push(ip);
             }
         }
-        if !conflicts.is_empty() {
-            let msgs: Vec<String> = conflicts.iter().map(|e| e.msg.clone()).collect();
-            return Err(CniError::new(super::PORT_IN_USE, msgs.join("; ")));
-        }
+        pre.extend(hairpins.iter().map(delete_hairpin));
         tracing::info!("replacing earlier host port entries");
         match nft.run(&(pre + &create_script(tag, fwds, &self.opts))) {
             Ok(_) => Ok(()),
