@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod bridged;
+pub mod conntrack;
 pub mod container;
 pub mod error;
 pub mod firewall;
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod mac;
 pub mod netlink;
 pub mod netns;
+pub mod nfnl;
 pub mod rollback;
 pub mod skel;
 #[cfg(test)]

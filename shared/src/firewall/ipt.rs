@@ -18,6 +18,11 @@ pub struct Ipt {
 impl Ipt {
     /// The iptables (or ip6tables) tools; code 50 naming the backend when missing.
     pub fn new(v6: bool) -> Result<Ipt> {
+        Ipt::for_key("ipMasqBackend", v6)
+    }
+
+    /// Like [`Ipt::new`], naming the config key `key` in the error.
+    pub fn for_key(key: &str, v6: bool) -> Result<Ipt> {
         let (cmd, restore) = if v6 {
             ("ip6tables", "ip6tables-restore")
         } else {
@@ -26,7 +31,7 @@ impl Ipt {
         let find = |name: &str| {
             super::find_tool(name).ok_or_else(|| {
                 CniError::not_available(format!(
-                    "ipMasqBackend iptables: {name} not found in PATH, /usr/sbin or /sbin"
+                    "{key} iptables: {name} not found in PATH, /usr/sbin or /sbin"
                 ))
             })
         };

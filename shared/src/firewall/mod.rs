@@ -1,5 +1,6 @@
 //! Firewall rules owned by the plugins: masquerade (bridge, vxlan `ipMasq`), MAC spoof checks
-//! (bridge `macspoofchk`), and — by the same pattern — port forwards (portmap, to come).
+//! (bridge `macspoofchk`), and — by the same pattern — host port forwards (portmap,
+//! [`hostport`]).
 //!
 //! # One interface, two drivers
 //!
@@ -59,18 +60,22 @@
 //! }
 //! ```
 //!
-//! # Extending for portmap
+//! # Host ports (portmap)
 //!
-//! Add a concern module with its own trait and drivers (e.g. `table ip/ip6 cni_hostport` with
-//! DNAT maps keyed by `proto . port`, elements tagged like here; iptables chains
-//! `CNI-HP-<hash(tag)>`), built on [`nftexec::Nft`] and [`ipt::Ipt`]. Conflict detection is a
-//! `create element` of the host port key failing with EEXIST.
+//! [`hostport`]: the same pattern for DNAT of host ports — `table inet cni_hostport` with
+//! claim and DNAT maps keyed by `proto . port` (and `hostIP . proto . port`) whose elements
+//! carry the tag, so `create element` failing with EEXIST is the host-port conflict check and a
+//! single-key lookup ([`nftset::get`], a raw `NFT_MSG_GETSETELEM`) names the owner; iptables
+//! chains `CNI-HP-<hash(tag)>` behind the reference's `CNI-HOSTPORT-DNAT`. Its module doc has
+//! the layout and why there is no chain per attachment in nftables.
 
+pub mod hostport;
 pub mod ipt;
 pub mod macspoof;
 pub mod masq_ipt;
 pub mod masq_nft;
 pub mod nftexec;
+pub mod nftset;
 pub mod tag;
 
 use std::collections::HashSet;

@@ -1,0 +1,274 @@
+//! Host ports with iptables / ip6tables: tagged entries in the shared `CNI-HOSTPORT-DNAT` chain
+//! (the reference's, so the two can coexist during a switch) and one chain per attachment.
+//! Layout in the module doc of [`super`]; the rule text is built in `ipt_rules.rs`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use super::ipt_rules::{
+    add_input, blocks, chain_name, del_input, mark_value, parse_rule, setmark_chain, Rule,
+    DNAT_CHAIN, MASQ_CHAIN, MASQ_JUMP_COMMENT, SETMARK_COMMENT,
+};
+use super::{in_use, DelHint, Forward, HostPorts, Mark, Options, Published};
+use crate::error::{CniError, Result};
+use crate::firewall::ipt::Ipt;
+use crate::firewall::Tag;
+use crate::lock::FileLock;
+
+const SETUP_LOCK: &str = "/run/cni/portmap-iptables.lock";
+
+/// The iptables host port driver.
+#[derive(Debug, Clone)]
+pub struct IptHostPorts {
+    opts: Options,
+}
+
+impl IptHostPorts {
+    pub fn new(opts: Options) -> IptHostPorts {
+        IptHostPorts { opts }
+    }
+}
+
+fn tools(v6: bool) -> Result<Ipt> {
+    Ipt::for_key("backend", v6)
+}
+
+/// Our tagged rules of a chain (empty when the chain does not exist).
+fn rules(ipt: &Ipt, chain: &str) -> Result<Vec<Rule>> {
+    Ok(ipt
+        .list_chain("nat", chain)?
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| parse_rule(l))
+        .collect())
+}
+
+/// `iptables -t nat -C <rule>`, else `<add> <rule>`.
+fn ensure(ipt: &Ipt, add: &[&str], rule: &[&str]) -> Result<()> {
+    let check: Vec<&str> = [&["-t", "nat", "-C"], &add[1..2], rule].concat();
+    if ipt.run(&check)? {
+        return Ok(());
+    }
+    let full: Vec<&str> = [&["-t", "nat"], add, rule].concat();
+    if ipt.run(&full)? {
+        Ok(())
+    } else {
+        Err(CniError::internal(format!(
+            "backend iptables: cannot add the rule {}",
+            full.join(" ")
+        )))
+    }
+}
+
+impl IptHostPorts {
+    /// The shared chains and the jumps to them, once (under a lock, so two first ADDs do not
+    /// both append a jump).
+    fn setup(&self, ipt: &Ipt) -> Result<()> {
+        if let Some(dir) = Path::new(SETUP_LOCK).parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _lock = FileLock::exclusive(Path::new(SETUP_LOCK), Duration::from_secs(30))?;
+        let _ = ipt.run(&["-t", "nat", "-N", DNAT_CHAIN])?;
+        let local = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT_CHAIN];
+        ensure(ipt, &["-A", "PREROUTING"], &local)?;
+        ensure(ipt, &["-A", "OUTPUT"], &local)?;
+        if let (true, Mark::Bit(bit)) = (self.opts.snat, &self.opts.mark) {
+            let (setmark, mark) = (setmark_chain(*bit), mark_value(*bit));
+            let _ = ipt.run(&["-t", "nat", "-N", &setmark])?;
+            let set = ["-m", "comment", "--comment", SETMARK_COMMENT, "-j", "MARK"];
+            let set: Vec<&str> = [&set[..], &["--set-xmark", &mark]].concat();
+            ensure(ipt, &["-A", &setmark], &set)?;
+            let _ = ipt.run(&["-t", "nat", "-N", MASQ_CHAIN])?;
+            let jump = [
+                "-m",
+                "comment",
+                "--comment",
+                MASQ_JUMP_COMMENT,
+                "-j",
+                MASQ_CHAIN,
+            ];
+            ensure(ipt, &["-I", "POSTROUTING", "1"], &jump)?;
+            ensure(
+                ipt,
+                &["-A", MASQ_CHAIN],
+                &["-m", "mark", "--mark", &mark, "-j", "MASQUERADE"],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn add_family(&self, tag: &Tag, f: &Forward) -> Result<()> {
+        let ipt = tools(f.v6())?;
+        let entries = rules(&ipt, DNAT_CHAIN)?;
+        let mut conflicts = Vec::new();
+        for m in &f.mappings {
+            if let Some(o) = entries
+                .iter()
+                .find(|e| e.tag != tag.as_str() && blocks(&e.mapping, m))
+            {
+                conflicts.push(in_use(m, &o.tag).msg);
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(CniError::new(super::PORT_IN_USE, conflicts.join("; ")));
+        }
+        let old: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.tag == tag.as_str())
+            .map(|e| e.line)
+            .collect();
+        let input = add_input(tag, f, &self.opts, &old);
+        if ipt.restore(&input).is_ok() {
+            return Ok(());
+        }
+        self.setup(&ipt)?;
+        ipt.restore(&input).map_err(|e| {
+            let key = match &self.opts.mark {
+                Mark::External(c) if e.contains(c.as_str()) => {
+                    format!("externalSetMarkChain {c} (does it exist?)")
+                }
+                _ => "adding host port rules".to_string(),
+            };
+            ipt.error(&key, &e)
+        })
+    }
+}
+
+/// Remove the given entries and chains of one family; what the chains forwarded.
+fn remove(ipt: &Ipt, entries: &[Rule], chains: &[String]) -> Result<Vec<Published>> {
+    let mut published = Vec::new();
+    for c in chains {
+        for r in rules(ipt, c)? {
+            if let Some((ip, port)) = r.to {
+                published.push(Published {
+                    mapping: super::Mapping {
+                        container_port: port,
+                        ..r.mapping
+                    },
+                    target: ip,
+                });
+            }
+        }
+    }
+    let lines: Vec<String> = entries.iter().map(|e| e.line.clone()).collect();
+    if ipt.restore(&del_input(&lines, chains)).is_ok() {
+        return Ok(published);
+    }
+    // Something vanished meanwhile (so the transaction failed): go step by step.
+    for l in &lines {
+        let _ = ipt.restore(&del_input(std::slice::from_ref(l), &[]));
+    }
+    for c in chains {
+        if ipt.list_chain("nat", c)?.is_some()
+            && ipt
+                .restore(&del_input(&[], std::slice::from_ref(c)))
+                .is_err()
+        {
+            return Err(CniError::internal(format!(
+                "backend iptables: cannot delete chain {c} (still referenced?)"
+            )));
+        }
+    }
+    Ok(published)
+}
+
+impl HostPorts for IptHostPorts {
+    fn add(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+        for f in fwds.iter().filter(|f| !f.mappings.is_empty()) {
+            self.add_family(tag, f)?;
+        }
+        Ok(())
+    }
+
+    fn del(&self, tag: &Tag, _hint: &DelHint) -> Result<Vec<Published>> {
+        let chain = chain_name(tag);
+        let mut published = Vec::new();
+        for v6 in [false, true] {
+            let ipt = match tools(v6) {
+                Ok(i) => i,
+                // No tools: there can be no rules of ours either.
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    continue;
+                }
+            };
+            let entries: Vec<Rule> = rules(&ipt, DNAT_CHAIN)?
+                .into_iter()
+                .filter(|e| e.tag == tag.as_str())
+                .collect();
+            let chains = if ipt.list_chain("nat", &chain)?.is_some() {
+                vec![chain.clone()]
+            } else {
+                Vec::new()
+            };
+            if entries.is_empty() && chains.is_empty() {
+                continue;
+            }
+            published.extend(remove(&ipt, &entries, &chains)?);
+        }
+        Ok(published)
+    }
+
+    fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+        let chain = chain_name(tag);
+        for f in fwds.iter().filter(|f| !f.mappings.is_empty()) {
+            let ipt = tools(f.v6())?;
+            let entries = rules(&ipt, DNAT_CHAIN)?;
+            let dnats = rules(&ipt, &chain)?;
+            for m in &f.mappings {
+                let entry = entries.iter().any(|e| {
+                    e.tag == tag.as_str() && e.jump == chain && blocks(&e.mapping, m) && {
+                        e.mapping.host_ip == m.host_ip
+                    }
+                });
+                let dnat = dnats.iter().any(|r| {
+                    r.tag == tag.as_str()
+                        && r.to == Some((f.container.ip(), m.container_port))
+                        && (r.mapping.proto, r.mapping.host_port, r.mapping.host_ip)
+                            == (m.proto, m.host_port, m.host_ip)
+                });
+                if !entry || !dnat {
+                    return Err(CniError::internal(format!(
+                        "CHECK: host port {} is not forwarded to {} port {} ({} rule missing \
+                         in chain {})",
+                        m.describe_host(),
+                        f.container.ip(),
+                        m.container_port,
+                        if entry { "DNAT" } else { "entry" },
+                        if entry { &chain } else { DNAT_CHAIN },
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Published>> {
+        let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
+        let mut published = Vec::new();
+        for v6 in [false, true] {
+            let Ok(ipt) = tools(v6) else { continue };
+            let stale: Vec<Rule> = rules(&ipt, DNAT_CHAIN)?
+                .into_iter()
+                .filter(|e| Tag::in_network(&e.tag, network) && !keep.contains(e.tag.as_str()))
+                .collect();
+            let mut chains: Vec<String> = Vec::new();
+            for e in &stale {
+                if e.jump.starts_with("CNI-HP-") && !chains.contains(&e.jump) {
+                    chains.push(e.jump.clone());
+                }
+            }
+            if stale.is_empty() {
+                continue;
+            }
+            tracing::info!(?chains, "GC: removing host port chains");
+            published.extend(remove(&ipt, &stale, &chains)?);
+        }
+        Ok(published)
+    }
+
+    fn status(&self) -> Result<()> {
+        tools(false).map(drop)
+    }
+}

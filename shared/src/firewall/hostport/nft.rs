@@ -1,0 +1,378 @@
+//! Host ports with nftables: `table inet cni_hostport`, tagged map elements (layout and reasons
+//! in the module doc of [`super`]). Changes go through [`Nft`] as one batch per call; ownership
+//! is read with single-key kernel lookups ([`nftset::get`]).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use super::nft_script::{
+    create_script, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
+    setup_script, Claim, CLAIM_MAPS, TABLE, TABLE_NAME,
+};
+use super::{in_use, DelHint, Forward, HostPorts, Options, Published};
+use crate::error::{CniError, Result};
+use crate::firewall::nftexec::Nft;
+use crate::firewall::nftset::{self, key, Element, INET};
+use crate::firewall::Tag;
+use crate::nfnl::Nfnl;
+
+/// The nftables host port driver.
+#[derive(Debug, Clone)]
+pub struct NftHostPorts {
+    opts: Options,
+}
+
+impl NftHostPorts {
+    pub fn new(opts: Options) -> NftHostPorts {
+        NftHostPorts { opts }
+    }
+}
+
+fn nft() -> Result<&'static Nft> {
+    Nft::get().map_err(|e| e.context("backend nftables"))
+}
+
+fn socket() -> Result<Nfnl> {
+    Nfnl::open().map_err(|e| e.cni("backend nftables"))
+}
+
+fn get(nl: &mut Nfnl, map: &str, key: &[u8]) -> Result<Option<Element>> {
+    nftset::get(nl, INET, TABLE_NAME, map, key)
+        .map_err(|e| e.cni(&format!("looking up an element of {TABLE} {map}")))
+}
+
+fn dump(nl: &mut Nfnl, map: &str) -> Result<Vec<Element>> {
+    nftset::dump(nl, INET, TABLE_NAME, map).map_err(|e| e.cni(&format!("listing {TABLE} {map}")))
+}
+
+fn owned(e: &Option<Element>, tag: &Tag) -> bool {
+    e.as_ref()
+        .is_some_and(|e| e.comment.as_deref() == Some(tag.as_str()))
+}
+
+fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
+    nft.run(script).map(drop).map_err(|e| e.cni(what))
+}
+
+/// A claim found in the kernel: its group and (when its DNAT element exists) its target.
+struct Found {
+    claim: Claim,
+    gid: u32,
+    target: Option<(IpAddr, u16)>,
+}
+
+impl Found {
+    fn read(nl: &mut Nfnl, claim: Claim, gid: u32) -> Result<Found> {
+        let target =
+            get(nl, &claim.dnat_map(gid), &claim.key_bytes())?.and_then(|d| decode_target(&d.data));
+        Ok(Found { claim, gid, target })
+    }
+
+    fn delete_script(&self) -> String {
+        let mut s = self.claim.delete_claim();
+        if self.target.is_some() {
+            s.push_str(&self.claim.delete_dnat(self.gid));
+        }
+        s
+    }
+
+    fn published(&self) -> Option<Published> {
+        self.target.map(|(ip, port)| Published {
+            mapping: self.claim.mapping(port),
+            target: ip,
+        })
+    }
+}
+
+/// The claims of the maps whose element comments satisfy `want`.
+fn claims_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for (map, v6, with_ip) in CLAIM_MAPS {
+        for e in dump(nl, map)? {
+            if !want(e.comment.as_deref().unwrap_or_default()) {
+                continue;
+            }
+            if let Some(c) = Claim::decode(v6, with_ip, &e.key) {
+                out.push(Found::read(nl, c, decode_gid(&e.data))?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The hairpin elements (by address) whose comments satisfy `want`.
+fn hairpins_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        for e in dump(nl, &hairpin_map(v6))? {
+            if want(e.comment.as_deref().unwrap_or_default()) {
+                if let Some((ip, _)) = decode_target(&[e.key.as_slice(), &[0; 4]].concat()) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Delete in one transaction; when that fails because something vanished meanwhile, delete
+/// what is still there one by one.
+fn delete_all(nft: &Nft, script: &str, what: &str) -> Result<()> {
+    if script.is_empty() {
+        return Ok(());
+    }
+    match nft.run(script) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_missing() => {
+            for line in script.lines() {
+                match nft.run(line) {
+                    Ok(_) => {}
+                    Err(e) if e.is_missing() => {}
+                    Err(e) => return Err(e.cni(what)),
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.cni(what)),
+    }
+}
+
+impl NftHostPorts {
+    /// Refuse a hostIP mapping whose port another attachment publishes on every address.
+    fn check_wildcards(&self, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+        for f in fwds {
+            for m in f.mappings.iter().filter(|m| m.host_ip.is_some()) {
+                let any = Claim::of(
+                    f.v6(),
+                    &super::Mapping {
+                        host_ip: None,
+                        ..*m
+                    },
+                );
+                if let Some(e) = get(nl, &any.claims_map(), &any.key_bytes())? {
+                    let owner = e.comment.unwrap_or_default();
+                    if owner != tag.as_str() {
+                        return Err(in_use(&any.mapping(m.container_port), &owner));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ADD batch met existing keys: another attachment's keys are conflicts; everything of
+    /// this attachment (an earlier ADD, whatever its mappings) and stale DNAT and hairpin
+    /// elements for these keys are replaced in one transaction.
+    fn replace(&self, nft: &Nft, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+        let mut conflicts = Vec::new();
+        for f in fwds {
+            for m in &f.mappings {
+                let c = Claim::of(f.v6(), m);
+                if let Some(e) = get(nl, &c.claims_map(), &c.key_bytes())? {
+                    let owner = e.comment.unwrap_or_default();
+                    if owner != tag.as_str() {
+                        conflicts.push(in_use(m, &owner).msg);
+                    }
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(CniError::new(super::PORT_IN_USE, conflicts.join("; ")));
+        }
+        // This rare path may list our maps: a re-ADD must not leave an earlier ADD's mappings.
+        let mine = claims_where(nl, |c| c == tag.as_str())?;
+        let mut hairpins = hairpins_where(nl, |c| c == tag.as_str())?;
+        let mut pre: String = mine.iter().map(Found::delete_script).collect();
+        for f in fwds {
+            let gid = group_id(self.opts.conditions(f.v6()));
+            for m in &f.mappings {
+                let c = Claim::of(f.v6(), m);
+                let deleted = mine
+                    .iter()
+                    .any(|x| x.claim == c && x.gid == gid && x.target.is_some());
+                if !deleted && get(nl, &c.dnat_map(gid), &c.key_bytes())?.is_some() {
+                    pre.push_str(&c.delete_dnat(gid));
+                }
+            }
+            let ip = f.container.ip();
+            if self.opts.snat
+                && !hairpins.contains(&ip)
+                && get(nl, &hairpin_map(f.v6()), &key::addr(&ip))?.is_some()
+            {
+                hairpins.push(ip);
+            }
+        }
+        pre.extend(hairpins.iter().map(delete_hairpin));
+        tracing::info!("replacing earlier host port entries");
+        match nft.run(&(pre + &create_script(tag, fwds, &self.opts))) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_exists() => Err(CniError::try_again(
+                "runtimeConfig.portMappings: a concurrent ADD published one of these host ports; \
+                 try again",
+            )),
+            Err(e) => Err(e.cni("replacing host port entries")),
+        }
+    }
+}
+
+impl HostPorts for NftHostPorts {
+    fn add(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+        if fwds.iter().all(|f| f.mappings.is_empty()) {
+            return Ok(());
+        }
+        let nft = nft()?;
+        let mut nl = socket()?;
+        self.check_wildcards(&mut nl, tag, fwds)?;
+        let script = create_script(tag, fwds, &self.opts);
+        for _ in 0..3 {
+            match nft.run(&script) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_missing() => run(
+                    nft,
+                    &setup_script(tag, fwds, &self.opts),
+                    "creating table inet cni_hostport",
+                )?,
+                Err(e) if e.is_exists() => return self.replace(nft, &mut nl, tag, fwds),
+                Err(e) => return Err(e.cni("adding host port entries")),
+            }
+        }
+        Err(CniError::try_again(
+            "backend nftables: table inet cni_hostport vanished again right after its setup",
+        ))
+    }
+
+    fn del(&self, tag: &Tag, hint: &DelHint) -> Result<Vec<Published>> {
+        let nft = match nft() {
+            Ok(n) => n,
+            // Without nftables tooling nothing of ours can be there to remove.
+            Err(e) => {
+                tracing::warn!("{e}");
+                return Ok(Vec::new());
+            }
+        };
+        let mut nl = socket()?;
+        let mut found = Vec::new();
+        let mut seen = HashSet::new();
+        for m in hint.mappings.unwrap_or_default() {
+            for v6 in [false, true] {
+                let Some(m) = m.for_family(v6) else { continue };
+                let c = Claim::of(v6, &m);
+                if !seen.insert(c) {
+                    continue;
+                }
+                let e = get(&mut nl, &c.claims_map(), &c.key_bytes())?;
+                if owned(&e, tag) {
+                    let gid = e.map_or(0, |e| decode_gid(&e.data));
+                    found.push(Found::read(&mut nl, c, gid)?);
+                }
+            }
+        }
+        let searched = found.is_empty();
+        if searched {
+            found = claims_where(&mut nl, |c| c == tag.as_str())?;
+        }
+        let mut script: String = found.iter().map(Found::delete_script).collect();
+        let published: Vec<Published> = found.iter().filter_map(Found::published).collect();
+        let mut ips: Vec<IpAddr> = hint.addrs.to_vec();
+        ips.extend(published.iter().map(|p| p.target));
+        let mut hairpins = Vec::new();
+        for ip in ips {
+            if !hairpins.contains(&ip)
+                && owned(
+                    &get(&mut nl, &hairpin_map(ip.is_ipv6()), &key::addr(&ip))?,
+                    tag,
+                )
+            {
+                hairpins.push(ip);
+            }
+        }
+        // Nothing known for sure (or a DNAT element gone): search the hairpin maps too.
+        if searched || found.iter().any(|f| f.target.is_none()) {
+            for ip in hairpins_where(&mut nl, |c| c == tag.as_str())? {
+                if !hairpins.contains(&ip) {
+                    hairpins.push(ip);
+                }
+            }
+        }
+        script.extend(hairpins.iter().map(delete_hairpin));
+        delete_all(nft, &script, "deleting host port entries")?;
+        Ok(published)
+    }
+
+    fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+        let nft = nft()?;
+        let mut nl = socket()?;
+        let mut chains = Vec::new();
+        for f in fwds.iter().filter(|f| !f.mappings.is_empty()) {
+            let (v6, ip) = (f.v6(), f.container.ip());
+            chains.extend(group_chains(v6, group_id(self.opts.conditions(v6))));
+            for m in &f.mappings {
+                let c = Claim::of(v6, m);
+                let e = get(&mut nl, &c.claims_map(), &c.key_bytes())?;
+                let gid = match e {
+                    Some(e) if e.comment.as_deref() == Some(tag.as_str()) => decode_gid(&e.data),
+                    Some(e) => {
+                        let owner = e.comment.unwrap_or_default();
+                        return Err(in_use(m, &owner).context("CHECK"));
+                    }
+                    None => {
+                        return Err(CniError::internal(format!(
+                            "CHECK: host port {} is not published (no element in {TABLE} {})",
+                            m.describe_host(),
+                            c.claims_map()
+                        )))
+                    }
+                };
+                let target = get(&mut nl, &c.dnat_map(gid), &c.key_bytes())?
+                    .and_then(|d| decode_target(&d.data));
+                if target != Some((ip, m.container_port)) {
+                    return Err(CniError::internal(format!(
+                        "CHECK: host port {} does not forward to {ip} port {} (map {TABLE} {} \
+                         has {target:?})",
+                        m.describe_host(),
+                        m.container_port,
+                        c.dnat_map(gid)
+                    )));
+                }
+            }
+            if self.opts.snat && !owned(&get(&mut nl, &hairpin_map(v6), &key::addr(&ip))?, tag) {
+                return Err(CniError::internal(format!(
+                    "CHECK: no masquerade entry for {ip} in {TABLE} {}",
+                    hairpin_map(v6)
+                )));
+            }
+        }
+        // One listing per chain: nft narrows its cache to the chain a listing names.
+        for chain in chains {
+            nft.run(&format!("list chain {TABLE} {chain}"))
+                .map_err(|e| e.cni(&format!("CHECK: chain {chain} of {TABLE}")))?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Published>> {
+        let nft = nft()?;
+        let mut nl = socket()?;
+        let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
+        let stale = |c: &str| Tag::in_network(c, network) && !keep.contains(c);
+        let found = claims_where(&mut nl, stale)?;
+        let hairpins = hairpins_where(&mut nl, stale)?;
+        let mut script: String = found.iter().map(Found::delete_script).collect();
+        script.extend(hairpins.iter().map(delete_hairpin));
+        if !script.is_empty() {
+            tracing::info!(mappings = found.len(), "GC: removing host port entries");
+        }
+        delete_all(nft, &script, "GC of host port entries")?;
+        Ok(found.iter().filter_map(Found::published).collect())
+    }
+
+    fn status(&self) -> Result<()> {
+        let nft = nft()?;
+        nft.run("list tables").map(drop).map_err(|e| {
+            CniError::not_available(format!(
+                "backend nftables: the kernel refused a listing: {}",
+                e.0.trim()
+            ))
+        })
+    }
+}

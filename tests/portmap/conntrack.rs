@@ -1,0 +1,119 @@
+//! Conntrack: a UDP flow that outlives its mapping must not keep going to the old container
+//! (the reference's issue #1190), and a flow that started before a mapping existed must reach
+//! the new container.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cni_tests::testkit::Sandbox;
+use serde_json::json;
+
+use super::{sa, Env, EXT_HOST4};
+
+/// Echo datagrams on `port` in `sb`, answering with `name`, until 3 s pass without one.
+fn echo(sb: &Sandbox, port: u16, name: &'static str) -> JoinHandle<()> {
+    let sock = sb
+        .netns()
+        .run(|| UdpSocket::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(name.as_bytes(), from);
+        }
+    })
+}
+
+/// Who answers a datagram from `client` to `dst` (a few tries); `None`: nobody.
+fn who(client: &UdpSocket, dst: SocketAddr) -> Option<String> {
+    for _ in 0..4 {
+        client.send_to(b"hi", dst).ok()?;
+        let mut buf = [0u8; 64];
+        if let Ok((n, _)) = client.recv_from(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    None
+}
+
+fn entries(env: &Env, port: u16) -> String {
+    let out = env.host.exec(
+        "conntrack",
+        &["-L", "-p", "udp", "--orig-port-dst", &port.to_string()],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn conntrack_with(backend: &'static str, n: u8) {
+    let env = Env::new(&format!("pm-ct-{}", &backend[..3]), backend, n);
+    let (c1, c2) = (Sandbox::new("pm-ct-c1"), Sandbox::new("pm-ct-c2"));
+    let client = env
+        .ext
+        .netns()
+        .run(|| UdpSocket::bind("192.0.2.2:40000"))
+        .unwrap()
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let dst = sa(EXT_HOST4, 8053);
+
+    // Connection tracking runs in the host, as it does on any host with a stateful firewall.
+    let out = env.host.exec(
+        "nft",
+        &[
+            "add table ip pmtest; add chain ip pmtest in { type filter hook input priority 0; }; \
+           add rule ip pmtest in ct state new counter",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    // A flow that starts before any mapping: the host answers "port unreachable", conntrack
+    // keeps an un-NATed entry for as long as the client keeps sending.
+    assert_eq!(who(&client, dst), None);
+    assert!(
+        entries(&env, 8053).contains("dport=8053"),
+        "{}",
+        entries(&env, 8053)
+    );
+
+    let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
+    let s1 = echo(&c1, 53, "c1");
+    let r1 = env.attach("c1", &c1, maps.clone()).unwrap();
+    assert_eq!(
+        who(&client, dst).as_deref(),
+        Some("c1"),
+        "ADD flushed the stale entry"
+    );
+    assert!(entries(&env, 8053).contains(&format!("src=10.80.{n}.")));
+
+    env.detach("c1", Some(&c1), maps.clone(), &r1);
+    assert!(
+        !entries(&env, 8053).contains("dport=8053"),
+        "DEL flushed the flow's entry: {}",
+        entries(&env, 8053)
+    );
+    let s2 = echo(&c2, 53, "c2");
+    let r2 = env.attach("c2", &c2, maps.clone()).unwrap();
+    assert_eq!(
+        who(&client, dst).as_deref(),
+        Some("c2"),
+        "the same flow reaches the new container"
+    );
+    env.detach("c2", Some(&c2), maps, &r2);
+    drop(client);
+    s1.join().unwrap();
+    s2.join().unwrap();
+}
+
+#[test]
+fn conntrack_nftables() {
+    conntrack_with("nftables", 5);
+}
+
+#[test]
+fn conntrack_iptables() {
+    conntrack_with("iptables", 6);
+}
