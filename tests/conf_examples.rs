@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cni_tests::testkit::{ping, Cnitool, Sandbox, TempDir};
+use cni_tests::testkit::{ping, tcp_roundtrip, Cnitool, Sandbox, TempDir};
 use serde_json::Value;
 
 /// The scenarios below, by file name.
@@ -17,6 +17,7 @@ const COVERED: &[&str] = &[
     "10-bridge.conflist",
     "20-bridge-dualstack.conflist",
     "30-macvlan.conflist",
+    "40-bridge-portmap.conflist",
     "50-vxlan-host1.conflist",
     "51-vxlan-host2.conflist",
 ];
@@ -81,13 +82,22 @@ impl World {
     }
 
     fn cnitool(&self, args: &[&str]) -> cni_tests::testkit::CnitoolRun {
-        Cnitool::new(&self.host, self.netconf.path(), self.cache.path()).run(args, &[])
+        self.cnitool_env(args, &[])
+    }
+
+    fn cnitool_env(&self, args: &[&str], env: &[(&str, &str)]) -> cni_tests::testkit::CnitoolRun {
+        Cnitool::new(&self.host, self.netconf.path(), self.cache.path()).run(args, env)
     }
 
     /// ADD `ctr` to `net`; returns the addresses of the result.
     fn add(&self, net: &str, ctr: &Sandbox) -> Vec<IpAddr> {
+        self.add_env(net, ctr, &[])
+    }
+
+    /// ADD with extra environment (CAP_ARGS, CNI_ARGS).
+    fn add_env(&self, net: &str, ctr: &Sandbox, env: &[(&str, &str)]) -> Vec<IpAddr> {
         let r = self
-            .cnitool(&["add", net, ctr.path().to_str().unwrap()])
+            .cnitool_env(&["add", net, ctr.path().to_str().unwrap()], env)
             .ok()
             .json();
         r["ips"]
@@ -246,4 +256,32 @@ fn vxlan_conflists_one_per_host() {
     assert!(ping(&c2, a1[0], T), "host2's container -> host1's");
     h1.check_and_del("overlay", &[&c1]);
     h2.check_and_del("overlay", &[&c2]);
+}
+
+#[test]
+fn bridge_portmap_conflist() {
+    let w = World::new("40-bridge-portmap.conflist", "cf-pm");
+    // An outside client next to the host.
+    let ext = Sandbox::new("cf-pm-ext");
+    w.host.link_to("ext0", &ext, "ext1");
+    w.host.ip(&["addr", "add", "203.0.113.1/24", "dev", "ext0"]);
+    ext.ip(&["addr", "add", "203.0.113.2/24", "dev", "ext1"]);
+    let c1 = Sandbox::new("cf-pm-c1");
+    let caps = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
+    let a1 = w.add_env("bridge-portmap-net", &c1, &[("CAP_ARGS", caps)]);
+    let server = std::net::SocketAddr::new(a1[0], 80);
+    let published = "203.0.113.1:8080".parse().unwrap();
+    let got = tcp_roundtrip(&c1, server, &ext, published, T).unwrap();
+    assert_eq!(
+        got, b"cni-test-tcp",
+        "outside client -> host:8080 -> container:80"
+    );
+    w.check_and_del("bridge-portmap-net", &[&c1]);
+    let left = String::from_utf8_lossy(
+        &w.host
+            .exec("nft", &["list", "table", "inet", "cni_hostport"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(!left.contains("8080"), "port map left after DEL: {left}");
 }

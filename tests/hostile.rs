@@ -24,19 +24,32 @@ fn base(plugin: &str, data: &Path) -> Value {
             json!({"cniVersion": "1.1.0", "name": "hostile", "type": "bridge", "ipam": ipam})
         }
         "loopback" => json!({"cniVersion": "1.1.0", "name": "hostile", "type": "loopback"}),
+        "portmap" => json!({"cniVersion": "1.1.0", "name": "hostile", "type": "portmap",
+                            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
+                            "prevResult": {"cniVersion": "1.1.0",
+                                           "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+                                           "ips": [{"interface": 0, "address": "10.66.0.5/24"}]}}),
         "vxlan" => json!({"cniVersion": "1.1.0", "name": "hostile", "type": "vxlan", "vni": 4242,
                           "underlay": "lan0", "peers": ["192.0.2.2"], "ipam": ipam}),
         other => panic!("no base config for {other}"),
     }
 }
 
-const PLUGINS: [&str; 5] = ["bridge", "macvlan", "vxlan", "host-local", "loopback"];
+const PLUGINS: [&str; 6] = [
+    "bridge",
+    "macvlan",
+    "vxlan",
+    "portmap",
+    "host-local",
+    "loopback",
+];
 
 /// The host's observable state: links, addresses, nftables and iptables rules, files under the
 /// data dir.
 fn snapshot(host: &Sandbox, data: &Path) -> String {
     let mut s = host.ip(&["-o", "link", "show"]);
-    s.push_str(&host.ip(&["-o", "addr", "show"]));
+    // (IPv6 DAD finishing on the link-local address is not a change we made.)
+    s.push_str(&host.ip(&["-o", "addr", "show"]).replace(" tentative", ""));
     s.push_str(&String::from_utf8_lossy(
         &host.exec("nft", &["list", "ruleset"]).stdout,
     ));
@@ -276,6 +289,62 @@ fn ipam_cases() -> Vec<Case> {
     ]
 }
 
+/// portmap's own hostile keys.
+fn portmap_cases() -> Vec<Case> {
+    vec![
+        Case {
+            what: "hostPort out of range",
+            code: 7,
+            stdin: None,
+            mutate: |v| v["runtimeConfig"]["portMappings"][0]["hostPort"] = json!(70000),
+            env: &[],
+            netns: None,
+        },
+        Case {
+            what: "negative containerPort",
+            code: 7,
+            stdin: None,
+            mutate: |v| v["runtimeConfig"]["portMappings"][0]["containerPort"] = json!(-1),
+            env: &[],
+            netns: None,
+        },
+        Case {
+            what: "unknown protocol",
+            code: 7,
+            stdin: None,
+            mutate: |v| v["runtimeConfig"]["portMappings"][0]["protocol"] = json!("icmp"),
+            env: &[],
+            netns: None,
+        },
+        Case {
+            what: "hostIP not an address",
+            code: 7,
+            stdin: None,
+            mutate: |v| v["runtimeConfig"]["portMappings"][0]["hostIP"] = json!("; drop table"),
+            env: &[],
+            netns: None,
+        },
+        Case {
+            what: "iptables option with nftables",
+            code: 7,
+            stdin: None,
+            mutate: |v| v["markMasqBit"] = json!(13),
+            env: &[],
+            netns: None,
+        },
+        Case {
+            what: "no prevResult",
+            code: 7,
+            stdin: None,
+            mutate: |v| {
+                v.as_object_mut().unwrap().remove("prevResult");
+            },
+            env: &[],
+            netns: None,
+        },
+    ]
+}
+
 #[test]
 fn hostile_input_gets_cni_errors_and_changes_nothing() {
     let host = Sandbox::new("hostile");
@@ -288,13 +357,18 @@ fn hostile_input_gets_cni_errors_and_changes_nothing() {
     let mut failures = Vec::new();
     for plugin in PLUGINS {
         let mut all = cases();
-        if plugin != "loopback" {
+        if plugin != "loopback" && plugin != "portmap" {
             all.extend(ipam_cases());
         }
+        if plugin == "portmap" {
+            all.extend(portmap_cases());
+        }
         for case in all {
-            // host-local never opens the namespace and is its own IPAM type: those cases are moot.
-            if plugin == "host-local"
-                && (case.netns.is_some() || case.what == "IPAM type is a path")
+            // host-local and portmap never open the namespace (portmap works from the
+            // prevResult), and host-local is its own IPAM type: those cases are moot for them.
+            let no_netns = plugin == "host-local" || plugin == "portmap";
+            if (no_netns && case.netns.is_some())
+                || (plugin == "host-local" && case.what == "IPAM type is a path")
             {
                 continue;
             }
