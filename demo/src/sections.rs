@@ -97,12 +97,12 @@ fn bridge() -> Result<Outcome> {
     talk(&c1, "c1", "203.0.113.2".parse()?, "outside host (NAT)")?;
     let mut line = format!("c1 {ip1} and c2 {ip2} talk through cni0 and reach outside via NAT");
     if with_portmap {
-        // c2 fetches from the host's published port 8080, served by c1 on port 80.
-        let host_addr = std::net::SocketAddr::new(gw, 8080);
-        let got = tcp_roundtrip(&c1, std::net::SocketAddr::new(ip1, 80), &c2, host_addr, T)
+        // The outside host fetches from the host's published port 8080, served by c1 on 80.
+        let published = std::net::SocketAddr::new("203.0.113.1".parse()?, 8080);
+        let got = tcp_roundtrip(&c1, std::net::SocketAddr::new(ip1, 80), &ext, published, T)
             .map_err(|e| anyhow::anyhow!("published port: {e}"))?;
         println!(
-            "   c2 -> {host_addr} (published) -> c1:80: {:?}",
+            "   outside host -> {published} (published) -> c1:80: {:?}",
             String::from_utf8_lossy(&got)
         );
         line.push_str("; host port 8080 reaches c1:80");
