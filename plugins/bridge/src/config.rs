@@ -1,11 +1,9 @@
 //! The bridge plugin's keys, their defaults and validation (code 7 naming the key).
 
-use cni_shared::bridged::{self, AttachConfig};
-use cni_shared::firewall::Backend;
+use cni_shared::bridged::{self, AttachConfig, AttachKeys};
 use cni_shared::mac::Mac;
 use cni_shared::netlink::BridgeVlan;
 use cni_shared::skel::Request;
-use cni_shared::validate;
 use cni_shared::{CniError, Result};
 use serde::Deserialize;
 
@@ -15,17 +13,11 @@ pub const DEFAULT_BRIDGE: &str = "cni0";
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BridgeConf {
-    pub bridge: Option<String>,
-    #[serde(default)]
-    pub is_gateway: bool,
-    #[serde(default)]
-    pub is_default_gateway: bool,
-    #[serde(default)]
-    pub force_address: bool,
-    #[serde(default)]
-    pub ip_masq: bool,
-    pub ip_masq_backend: Option<String>,
-    pub mtu: Option<i64>,
+    /// bridge, mtu, isGateway, isDefaultGateway, forceAddress, ipMasq, ipMasqBackend,
+    /// enabledad, macspoofchk: shared with vxlan.
+    /// (Decoded on its own from the same JSON by [`decode`], so errors keep the key's name.)
+    #[serde(skip)]
+    pub attach: AttachKeys,
     #[serde(default)]
     pub hairpin_mode: bool,
     #[serde(default)]
@@ -33,10 +25,6 @@ pub struct BridgeConf {
     pub vlan: Option<i64>,
     pub vlan_trunk: Option<Vec<Trunk>>,
     pub preserve_default_vlan: Option<bool>,
-    #[serde(default, rename = "enabledad")]
-    pub enable_dad: bool,
-    #[serde(default)]
-    pub macspoofchk: bool,
     #[serde(default)]
     pub disable_container_interface: bool,
     #[serde(default)]
@@ -91,26 +79,22 @@ fn trunk(entries: &[Trunk]) -> Result<Vec<BridgeVlan>> {
     Ok(out)
 }
 
+/// The plugin's keys and the shared bridged keys, from the configuration JSON.
+pub fn decode(raw: &serde_json::Value) -> Result<BridgeConf> {
+    let mut c: BridgeConf = cni_shared::spec::decode_config(raw)?;
+    c.attach = cni_shared::spec::decode_config(raw)?;
+    Ok(c)
+}
+
 /// Decode, default and validate the request's configuration.
 pub fn load(req: &Request) -> Result<AttachConfig> {
-    let c: BridgeConf = req.config()?;
+    let c = decode(&req.raw)?;
     from_conf(c, req.conf.ipam.is_some(), bridged::container_mac(req)?)
 }
 
 /// Validation proper (no request needed: unit-tested).
 pub fn from_conf(c: BridgeConf, has_ipam: bool, mac: Option<Mac>) -> Result<AttachConfig> {
-    let bridge = c.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
-    validate::link_name("bridge", &bridge)?;
-    let masq_backend = Backend::parse("ipMasqBackend", c.ip_masq_backend.as_deref())?;
-    let mtu = match c.mtu {
-        None | Some(0) => None,
-        Some(m) if !(68..=65535).contains(&m) => {
-            return Err(bad(format!(
-                "mtu: {m} is out of range (68 to 65535, or 0 for the default)"
-            )))
-        }
-        Some(m) => u32::try_from(m).ok(),
-    };
+    let base = c.attach.attach_config(DEFAULT_BRIDGE, mac)?;
     if c.hairpin_mode && c.promisc_mode {
         return Err(bad(
             "hairpinMode and promiscMode cannot both be set".to_string()
@@ -129,33 +113,25 @@ pub fn from_conf(c: BridgeConf, has_ipam: bool, mac: Option<Mac>) -> Result<Atta
         ));
     }
     Ok(AttachConfig {
-        bridge,
-        mtu,
-        is_gateway: c.is_gateway || c.is_default_gateway,
-        is_default_gateway: c.is_default_gateway,
-        force_address: c.force_address,
-        ip_masq: c.ip_masq,
-        masq_backend,
         hairpin: c.hairpin_mode,
         promisc: c.promisc_mode,
         vlan,
         vlan_trunk,
         preserve_default_vlan: c.preserve_default_vlan.unwrap_or(true),
-        enable_dad: c.enable_dad,
-        macspoofchk: c.macspoofchk,
         disable_container_interface: c.disable_container_interface,
         port_isolation: c.port_isolation,
-        mac,
+        ..base
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cni_shared::firewall::Backend;
     use serde_json::json;
 
     fn conf(v: serde_json::Value) -> Result<AttachConfig> {
-        let c: BridgeConf = cni_shared::spec::decode_config(&v)?;
+        let c = decode(&v)?;
         from_conf(c, false, None)
     }
 

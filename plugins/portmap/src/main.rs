@@ -6,7 +6,6 @@
 mod config;
 mod localnet;
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use cni_shared::firewall::hostport::{self, DelHint, Forward, HostPorts, Mapping};
@@ -139,11 +138,7 @@ impl Plugin for PortMap {
     fn gc(&self, req: &Request) -> Result<()> {
         let cfg = config::load(req)?;
         let network = &req.conf.name;
-        let keep: HashSet<Tag> = req
-            .gc_valid_attachments()?
-            .iter()
-            .map(|a| Tag::new(network, &a.container_id, &a.ifname))
-            .collect();
+        let keep = Tag::valid_set(req)?;
         let removed = driver(&cfg).gc(network, &keep)?;
         if let Err(e) = hostport::flush_conntrack_del(&removed) {
             tracing::warn!("GC: deleting conntrack entries: {e}");

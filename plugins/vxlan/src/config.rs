@@ -4,8 +4,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use cni_shared::bridged::{self, AttachConfig};
-use cni_shared::firewall::Backend;
+use cni_shared::bridged::{self, AttachConfig, AttachKeys};
 use cni_shared::mac::Mac;
 use cni_shared::netlink::Family;
 use cni_shared::skel::Request;
@@ -29,21 +28,11 @@ pub struct VxlanConf {
     pub peers: Option<Vec<String>>,
     pub group: Option<String>,
     pub learning: Option<bool>,
-    pub bridge: Option<String>,
-    pub mtu: Option<i64>,
-    #[serde(default)]
-    pub is_gateway: bool,
-    #[serde(default)]
-    pub is_default_gateway: bool,
-    #[serde(default)]
-    pub force_address: bool,
-    #[serde(default)]
-    pub ip_masq: bool,
-    pub ip_masq_backend: Option<String>,
-    #[serde(default, rename = "enabledad")]
-    pub enable_dad: bool,
-    #[serde(default)]
-    pub macspoofchk: bool,
+    /// bridge, mtu, isGateway, isDefaultGateway, forceAddress, ipMasq, ipMasqBackend,
+    /// enabledad, macspoofchk: as in the bridge plugin.
+    /// (Decoded on its own from the same JSON by [`decode`], so errors keep the key's name.)
+    #[serde(skip)]
+    pub attach: AttachKeys,
 }
 
 /// Where broadcast, unknown-unicast and multicast frames go.
@@ -189,9 +178,16 @@ fn flood(c: &VxlanConf, local: Option<IpAddr>) -> Result<Flood> {
     }
 }
 
+/// The plugin's keys and the shared bridged keys, from the configuration JSON.
+pub fn decode(raw: &serde_json::Value) -> Result<VxlanConf> {
+    let mut c: VxlanConf = cni_shared::spec::decode_config(raw)?;
+    c.attach = cni_shared::spec::decode_config(raw)?;
+    Ok(c)
+}
+
 /// Decode, default and validate the request's configuration.
 pub fn load(req: &Request) -> Result<Config> {
-    let c: VxlanConf = req.config()?;
+    let c = decode(&req.raw)?;
     from_conf(c, bridged::container_mac(req)?)
 }
 
@@ -219,31 +215,8 @@ pub fn from_conf(c: VxlanConf, mac: Option<Mac>) -> Result<Config> {
     }
     let local = c.local.as_deref().map(|s| vtep("local", s)).transpose()?;
     let flood = flood(&c, local)?;
-    let bridge = c.bridge.clone().unwrap_or_else(|| format!("vxbr{vni}"));
-    validate::link_name("bridge", &bridge)?;
-    let mtu = match c.mtu {
-        None | Some(0) => None,
-        Some(m) if !(68..=65535).contains(&m) => {
-            return Err(bad(format!(
-                "mtu: {m} is out of range (68 to 65535, or 0 for the default)"
-            )))
-        }
-        Some(m) => u32::try_from(m).ok(),
-    };
-    let attach = AttachConfig {
-        bridge,
-        mtu,
-        is_gateway: c.is_gateway || c.is_default_gateway,
-        is_default_gateway: c.is_default_gateway,
-        force_address: c.force_address,
-        ip_masq: c.ip_masq,
-        masq_backend: Backend::parse("ipMasqBackend", c.ip_masq_backend.as_deref())?,
-        preserve_default_vlan: true,
-        enable_dad: c.enable_dad,
-        macspoofchk: c.macspoofchk,
-        mac,
-        ..AttachConfig::default()
-    };
+    let attach = c.attach.attach_config(&format!("vxbr{vni}"), mac)?;
+    let mtu = attach.mtu;
     Ok(Config {
         vni,
         port,
@@ -259,10 +232,11 @@ pub fn from_conf(c: VxlanConf, mac: Option<Mac>) -> Result<Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cni_shared::firewall::Backend;
     use serde_json::json;
 
     fn conf(v: serde_json::Value) -> Result<Config> {
-        let c: VxlanConf = cni_shared::spec::decode_config(&v)?;
+        let c = decode(&v)?;
         from_conf(c, None)
     }
 

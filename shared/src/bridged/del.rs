@@ -1,6 +1,5 @@
 //! DEL (best-effort, idempotent), STATUS and GC.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::add::ipam_type;
@@ -150,11 +149,7 @@ pub fn status(req: &Request, cfg: &AttachConfig) -> Result<()> {
 /// then IPAM's GC.
 pub fn gc(req: &Request, cfg: &AttachConfig) -> Result<()> {
     let network = &req.conf.name;
-    let keep: HashSet<Tag> = req
-        .gc_valid_attachments()?
-        .iter()
-        .map(|a| Tag::new(network, &a.container_id, &a.ifname))
-        .collect();
+    let keep = Tag::valid_set(req)?;
     let mut first: Option<CniError> = None;
     if cfg.ip_masq {
         if let Err(e) = firewall::masquerade(cfg.masq_backend).gc(network, &keep) {

@@ -33,6 +33,7 @@
 mod add;
 mod check;
 mod del;
+mod keys;
 
 use crate::error::{CniError, Result};
 use crate::firewall::{Backend, Tag};
@@ -43,6 +44,7 @@ use crate::skel::Request;
 pub use add::add;
 pub use check::check;
 pub use del::{del, gc, status};
+pub use keys::{mtu, AttachKeys};
 
 /// How to attach containers to the bridge (the plugin's config after defaults and validation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

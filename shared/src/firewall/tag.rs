@@ -28,6 +28,16 @@ const CID_KEEP: usize = 39;
 pub struct Tag(String);
 
 impl Tag {
+    /// GC: the tags of every attachment the request lists as still valid.
+    pub fn valid_set(req: &crate::skel::Request) -> crate::Result<std::collections::HashSet<Tag>> {
+        let network = &req.conf.name;
+        Ok(req
+            .gc_valid_attachments()?
+            .iter()
+            .map(|a| Tag::new(network, &a.container_id, &a.ifname))
+            .collect())
+    }
+
     pub fn new(network: &str, container_id: &str, ifname: &str) -> Tag {
         let ifname = encode_ifname(ifname);
         let net = network_prefix(network);
