@@ -12,6 +12,7 @@ use super::nft_script::{
 use super::{in_use, DelHint, Forward, HostPorts, Options, Published};
 use crate::error::{CniError, Result};
 use crate::firewall::nftexec::Nft;
+use crate::firewall::nftjson::orphan_chains;
 use crate::firewall::nftset::{self, key, Element, INET};
 use crate::firewall::Tag;
 use crate::nfnl::Nfnl;
@@ -134,6 +135,35 @@ fn delete_all(nft: &Nft, script: &str, what: &str) -> Result<()> {
             Ok(())
         }
         Err(e) => Err(e.cni(what)),
+    }
+}
+
+/// GC: remove the network's masquerade chains (`hp-…`) that no hairpin element jumps to any
+/// more, as the masquerade GC does with its network chains. A concurrent ADD that needs one
+/// again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it missing and
+/// creates it anew. Failures only leave a chain for the next GC.
+fn remove_orphan_chains(nft: &Nft, network: &str) {
+    let table = match nft.run_json(&format!("list table {TABLE}")) {
+        Ok(v) => v,
+        Err(e) => {
+            if !e.is_missing() {
+                tracing::warn!("GC: listing {TABLE}: {}", e.0.trim());
+            }
+            return;
+        }
+    };
+    let label = crate::firewall::tag::network_label(network);
+    let orphans = orphan_chains(&table, "hp-", &label);
+    if orphans.is_empty() {
+        return;
+    }
+    let script: String = orphans
+        .iter()
+        .map(|c| format!("delete chain {TABLE} {c}\n"))
+        .collect();
+    match nft.run(&script) {
+        Ok(_) => tracing::info!(?orphans, "GC: removed unused masquerade chains"),
+        Err(e) => tracing::info!("GC: masquerade chains still in use: {}", e.0.trim()),
     }
 }
 
@@ -363,6 +393,7 @@ impl HostPorts for NftHostPorts {
             tracing::info!(mappings = found.len(), "GC: removing host port entries");
         }
         delete_all(nft, &script, "GC of host port entries")?;
+        remove_orphan_chains(nft, network);
         Ok(found.iter().filter_map(Found::published).collect())
     }
 
