@@ -17,10 +17,14 @@ use cni_shared::CniError;
 use cni_tests::testkit::{wait_until, Call, Outcome, Sandbox};
 use serde_json::{json, Value};
 
+#[path = "reliability/concurrency.rs"]
+mod concurrency;
 #[path = "reliability/kill_bridge.rs"]
 mod kill_bridge;
 #[path = "reliability/kill_overlay.rs"]
 mod kill_overlay;
+#[path = "reliability/state.rs"]
+mod state;
 #[path = "reliability/store_view.rs"]
 mod store_view;
 
@@ -71,6 +75,12 @@ pub fn count(n: usize) -> usize {
         .unwrap_or(n)
 }
 
+/// The plugins' log level: `error` (the many expected refusals would drown the output), or
+/// `CNI_RELIABILITY_LOG`.
+fn log_level() -> String {
+    std::env::var("CNI_RELIABILITY_LOG").unwrap_or_else(|_| "error".into())
+}
+
 /// Run one plugin call in `host` (bounded): its JSON output (`Null` when empty) or its error.
 pub fn call(
     host: &Sandbox,
@@ -82,6 +92,7 @@ pub fn call(
 ) -> Result<Value, CniError> {
     Call::new(plugin, cmd, conf.clone())
         .container(id, "eth0", netns)
+        .env("CNI_LOG_LEVEL", &log_level())
         .spawn_in(host)
         .wait()
         .map(|o| {
@@ -104,6 +115,7 @@ pub fn call_or_kill(
 ) -> Option<Value> {
     let run = Call::new(plugin, Command::Add, conf.clone())
         .container(id, "eth0", Some(netns))
+        .env("CNI_LOG_LEVEL", &log_level())
         .spawn_in(host);
     match run.finish(Some(kill_at)) {
         Outcome::Killed(_) => None,
