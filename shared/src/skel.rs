@@ -1,5 +1,6 @@
 //! The plugin skeleton: environment → verb, stdin → configuration, dispatch to the plugin, and the
 //! result or error → stdout with the exit code. Every plugin's `main` is `skel::run(&Plugin, ABOUT)`.
+//! An ADD whose result cannot be written (its caller was killed) is undone by the plugin's DEL.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -218,9 +219,9 @@ pub fn run_with<P: Plugin>(
         }
         Some(c) => c,
     };
-    let outcome = dispatch(plugin, about, env, &command, stdin, stdin_is_tty);
+    let (outcome, added) = dispatch(plugin, about, env, &command, stdin, stdin_is_tty);
     let printed = match &outcome {
-        Ok(Some(v)) => writeln!(stdout, "{v}"),
+        Ok(Some(v)) => writeln!(stdout, "{v}").and_then(|()| stdout.flush()),
         Ok(None) => Ok(()),
         Err((version, e)) => {
             tracing::warn!(code = e.code, "{}", e.msg);
@@ -228,14 +229,35 @@ pub fn run_with<P: Plugin>(
         }
     };
     let _ = stdout.flush();
+    if let (Err(e), Some(req)) = (&printed, added) {
+        undo_undelivered_add(plugin, req, e);
+    }
     match (outcome, printed) {
         (Ok(_), Ok(())) => 0,
         _ => 1,
     }
 }
 
+/// An ADD whose result cannot be delivered (EPIPE: the caller is gone — a runtime's timeout
+/// killed it, or it is the parent plugin of an IPAM call) failed as far as anyone can know:
+/// nobody will use what it made, and a DEL the caller's caller sends may already have come
+/// and gone (a killed bridge's host-local reserving after the runtime's DEL). So it is undone
+/// here by the plugin's own DEL instead of leaking until a GC.
+fn undo_undelivered_add<P: Plugin>(plugin: &P, mut req: Request, e: &std::io::Error) {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        return;
+    }
+    tracing::warn!("the ADD result cannot be delivered (the caller is gone): undoing the ADD");
+    req.command = Command::Del;
+    if let Err(e) = plugin.del(&req) {
+        tracing::warn!("undoing the undelivered ADD: {e}");
+    }
+}
+
 type Outcome = std::result::Result<Option<Value>, (Version, CniError)>;
 
+/// The outcome, and the request of an ADD that succeeded (to undo it when its result cannot
+/// be delivered).
 fn dispatch<P: Plugin>(
     plugin: &P,
     about: About,
@@ -243,13 +265,31 @@ fn dispatch<P: Plugin>(
     command: &str,
     stdin: &mut dyn Read,
     stdin_is_tty: bool,
-) -> Outcome {
-    let early = |e: CniError| (Version::LATEST, e);
-    let command: Command = command.parse().map_err(early)?;
+) -> (Outcome, Option<Request>) {
+    let early = |e: CniError| (Err((Version::LATEST, e)), None);
+    let command: Command = match command.parse() {
+        Ok(c) => c,
+        Err(e) => return early(e),
+    };
     if command == Command::Version {
-        return Ok(Some(version_output(stdin, stdin_is_tty)));
+        return (Ok(Some(version_output(stdin, stdin_is_tty))), None);
     }
-    let req = parse_request(command, env, stdin).map_err(early)?;
+    let req = match parse_request(command, env, stdin) {
+        Ok(r) => r,
+        Err(e) => return early(e),
+    };
+    let out = run_verb(plugin, about, env, command, &req);
+    let added = (command == Command::Add && out.is_ok()).then_some(req);
+    (out, added)
+}
+
+fn run_verb<P: Plugin>(
+    plugin: &P,
+    about: About,
+    env: &dyn Fn(&str) -> Option<String>,
+    command: Command,
+    req: &Request,
+) -> Outcome {
     let version = req.version;
     let _ = ERROR_VERSION.set(version);
     logging::init(about.name, &req.conf);
@@ -272,13 +312,13 @@ fn dispatch<P: Plugin>(
     let fail = |e: CniError| (version, e);
     let out = match command {
         Command::Add => {
-            let result = plugin.add(&req).map_err(fail)?;
+            let result = plugin.add(req).map_err(fail)?;
             Some(result.to_value(version).map_err(fail)?)
         }
-        Command::Del => plugin.del(&req).map(|()| None).map_err(fail)?,
-        Command::Check => plugin.check(&req).map(|()| None).map_err(fail)?,
-        Command::Status => plugin.status(&req).map(|()| None).map_err(fail)?,
-        Command::Gc => plugin.gc(&req).map(|()| None).map_err(fail)?,
+        Command::Del => plugin.del(req).map(|()| None).map_err(fail)?,
+        Command::Check => plugin.check(req).map(|()| None).map_err(fail)?,
+        Command::Status => plugin.status(req).map(|()| None).map_err(fail)?,
+        Command::Gc => plugin.gc(req).map(|()| None).map_err(fail)?,
         Command::Version => None,
     };
     tracing::debug!("done");
