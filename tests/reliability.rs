@@ -23,6 +23,8 @@ mod concurrency;
 mod kill_bridge;
 #[path = "reliability/kill_overlay.rs"]
 mod kill_overlay;
+#[path = "reliability/orphan.rs"]
+mod orphan;
 #[path = "reliability/state.rs"]
 mod state;
 #[path = "reliability/store_view.rs"]
@@ -269,4 +271,20 @@ pub fn stats(d: &[Duration]) -> String {
         total.as_secs_f64() * 1000.0 / d.len() as f64,
         max.as_secs_f64() * 1000.0
     )
+}
+
+/// `flock -F <lock> sleep 100`: a process holding the lock the way a plugin does.
+fn hold(lock: &Path) -> std::process::Child {
+    let child = std::process::Command::new("flock")
+        .args(["-F"])
+        .arg(lock)
+        .args(["sleep", "100"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = wait_until(Duration::from_secs(5), || {
+        cni_shared::lock::FileLock::exclusive(lock, Duration::from_millis(5)).is_err()
+    });
+    assert!(held, "flock did not take {}", lock.display());
+    child
 }

@@ -20,24 +20,30 @@ struct Net {
     host: Sandbox,
     data: TempDir,
     bridge: Value,
+    backend: &'static str,
 }
 
 impl Net {
-    fn new(label: &str) -> Net {
+    fn new(label: &str, backend: &'static str) -> Net {
         let host = Sandbox::new(label);
         let data = TempDir::new(label);
         let bridge = json!({
             "cniVersion": "1.1.0", "name": NET, "type": "bridge", "bridge": "cc-br0",
-            "isGateway": true, "ipMasq": true,
+            "isGateway": true, "ipMasq": true, "ipMasqBackend": backend,
             "ipam": {"type": "host-local", "dataDir": data.path(),
                      "ranges": [[{"subnet": "10.94.0.0/16"}]]}
         });
-        Net { host, data, bridge }
+        Net {
+            host,
+            data,
+            bridge,
+            backend,
+        }
     }
 
     fn portmap(&self, i: usize, prev: Option<&Value>) -> Value {
         let c = json!({"cniVersion": "1.1.0", "name": NET, "type": "portmap",
-            "runtimeConfig": {"portMappings": [
+            "backend": self.backend, "runtimeConfig": {"portMappings": [
                 {"hostPort": 30000 + i, "containerPort": 80, "protocol": "tcp"}]}});
         with_prev(&c, prev)
     }
@@ -65,10 +71,10 @@ impl Net {
     }
 }
 
-#[test]
-fn two_hundred_parallel_adds_then_dels_on_one_network() {
-    let n = count(200);
-    let net = Net::new("cc-par");
+/// `n` chain ADDs (bridge + host-local + portmap) at once, then `n` DELs at once.
+fn parallel_adds_then_dels(backend: &'static str, n: usize) {
+    let n = count(n);
+    let net = Net::new(&format!("cc-par-{}", &backend[..3]), backend);
     let ctrs: Vec<Sandbox> = (0..n).map(|_| Sandbox::new("cc-c")).collect();
     let in_flight = AtomicUsize::new(0);
     let peak = AtomicUsize::new(0);
@@ -171,12 +177,22 @@ fn two_hundred_parallel_adds_then_dels_on_one_network() {
     let durations =
         |v: &[(Result<Value, String>, Duration)]| v.iter().map(|(_, d)| *d).collect::<Vec<_>>();
     eprintln!(
-        "{n} parallel chain ADDs in {add_time:?} (peak {add_peak} in flight; each {}), \
+        "{backend}: {n} parallel chain ADDs in {add_time:?} (peak {add_peak} in flight; each {}), \
          {n} parallel DELs in {del_time:?} (peak {}; each {})",
         stats(&durations(&adds)),
         peak.load(Ordering::SeqCst),
         stats(&durations(&dels))
     );
+}
+
+#[test]
+fn two_hundred_parallel_adds_then_dels_on_one_network() {
+    parallel_adds_then_dels("nftables", 200);
+}
+
+#[test]
+fn parallel_adds_then_dels_with_iptables() {
+    parallel_adds_then_dels("iptables", 200);
 }
 
 /// What the test believes about one container.
@@ -189,7 +205,7 @@ struct Model {
 #[test]
 fn interleaved_add_del_check_never_corrupt_host_local() {
     let mut rng = Rng::from_env("interleaved ADD/DEL/CHECK");
-    let net = Net::new("cc-mix");
+    let net = Net::new("cc-mix", "nftables");
     let (n, workers) = (24, 6);
     let ctrs: Vec<Sandbox> = (0..n).map(|_| Sandbox::new("cc-m")).collect();
     let models: Vec<Mutex<Model>> = (0..n).map(|_| Mutex::new(Model::default())).collect();

@@ -9,11 +9,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cni_shared::lock::FileLock;
 use cni_shared::skel::Command;
-use cni_tests::testkit::{bin_dir, plugin_path, wait_until, Call, Sandbox, TempDir};
+use cni_tests::testkit::{bin_dir, plugin_path, Call, Sandbox, TempDir};
 use serde_json::{json, Value};
 
+use super::hold;
 use super::store_view::StoreView;
 
 fn mode(p: &Path) -> u32 {
@@ -167,22 +167,6 @@ fn state_files_are_private_whatever_the_umask_and_never_seen_torn() {
         "state: {} whole reads by a lock-free reader",
         reads.load(Ordering::Relaxed)
     );
-}
-
-/// `flock -F <lock> sleep 100`: a process holding the lock the way a plugin does.
-fn hold(lock: &Path) -> std::process::Child {
-    let child = std::process::Command::new("flock")
-        .args(["-F"])
-        .arg(lock)
-        .args(["sleep", "100"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let held = wait_until(Duration::from_secs(5), || {
-        FileLock::exclusive(lock, Duration::from_millis(5)).is_err()
-    });
-    assert!(held, "flock did not take {}", lock.display());
-    child
 }
 
 #[test]
