@@ -9,7 +9,7 @@ use super::nft_script::{
     create_script, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
     setup_script, Claim, CLAIM_MAPS, TABLE, TABLE_NAME,
 };
-use super::{in_use, DelHint, Forward, HostPorts, Options, Published};
+use super::{in_use, DelHint, Flush, Forward, HostPorts, Options, Published};
 use crate::error::{CniError, Result};
 use crate::firewall::nftexec::Nft;
 use crate::firewall::nftjson::orphan_chains;
@@ -70,19 +70,47 @@ impl Found {
     }
 
     fn delete_script(&self) -> String {
-        let mut s = self.claim.delete_claim();
-        if self.target.is_some() {
-            s.push_str(&self.claim.delete_dnat(self.gid));
-        }
-        s
+        self.claim.delete_claim() + &self.dnat_script()
     }
 
-    fn published(&self) -> Option<Published> {
-        self.target.map(|(ip, port)| Published {
-            mapping: self.claim.mapping(port),
-            target: ip,
-        })
+    fn dnat_script(&self) -> String {
+        match self.target {
+            Some(_) => self.claim.delete_dnat(self.gid),
+            None => String::new(),
+        }
     }
+
+    fn published(&self) -> Published {
+        Published {
+            mapping: self.claim.mapping(self.target.map_or(0, |t| t.1)),
+            target: self.target.map(|t| t.0),
+            v6: self.claim.v6,
+        }
+    }
+}
+
+/// Remove in the two steps of [`HostPorts::del`]: the DNAT and hairpin elements, `flush`, the
+/// claims. What was removed.
+fn remove(
+    nft: &Nft,
+    found: &[Found],
+    hairpins: &[IpAddr],
+    flush: &mut Flush,
+    what: &str,
+) -> Result<Vec<Published>> {
+    let steer: String = found
+        .iter()
+        .map(Found::dnat_script)
+        .chain(hairpins.iter().map(delete_hairpin))
+        .collect();
+    delete_all(nft, &steer, what)?;
+    let published: Vec<Published> = found.iter().map(Found::published).collect();
+    if !published.is_empty() {
+        flush(&published);
+    }
+    let claims: String = found.iter().map(|f| f.claim.delete_claim()).collect();
+    delete_all(nft, &claims, what)?;
+    Ok(published)
 }
 
 /// The claims of the maps whose element comments satisfy `want`.
@@ -271,7 +299,7 @@ impl HostPorts for NftHostPorts {
         ))
     }
 
-    fn del(&self, tag: &Tag, hint: &DelHint) -> Result<Vec<Published>> {
+    fn del(&self, tag: &Tag, hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
         let nft = match nft() {
             Ok(n) => n,
             // Without nftables tooling nothing of ours can be there to remove.
@@ -301,10 +329,8 @@ impl HostPorts for NftHostPorts {
         if searched {
             found = claims_where(&mut nl, |c| c == tag.as_str())?;
         }
-        let mut script: String = found.iter().map(Found::delete_script).collect();
-        let published: Vec<Published> = found.iter().filter_map(Found::published).collect();
         let mut ips: Vec<IpAddr> = hint.addrs.to_vec();
-        ips.extend(published.iter().map(|p| p.target));
+        ips.extend(found.iter().filter_map(|f| f.target.map(|t| t.0)));
         let mut hairpins = Vec::new();
         for ip in ips {
             if !hairpins.contains(&ip)
@@ -324,9 +350,7 @@ impl HostPorts for NftHostPorts {
                 }
             }
         }
-        script.extend(hairpins.iter().map(delete_hairpin));
-        delete_all(nft, &script, "deleting host port entries")?;
-        Ok(published)
+        remove(nft, &found, &hairpins, flush, "deleting host port entries")
     }
 
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
@@ -380,21 +404,19 @@ impl HostPorts for NftHostPorts {
         Ok(())
     }
 
-    fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Published>> {
+    fn gc(&self, network: &str, keep: &HashSet<Tag>, flush: &mut Flush) -> Result<Vec<Published>> {
         let nft = nft()?;
         let mut nl = socket()?;
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
         let stale = |c: &str| Tag::in_network(c, network) && !keep.contains(c);
         let found = claims_where(&mut nl, stale)?;
         let hairpins = hairpins_where(&mut nl, stale)?;
-        let mut script: String = found.iter().map(Found::delete_script).collect();
-        script.extend(hairpins.iter().map(delete_hairpin));
-        if !script.is_empty() {
+        if !found.is_empty() || !hairpins.is_empty() {
             tracing::info!(mappings = found.len(), "GC: removing host port entries");
         }
-        delete_all(nft, &script, "GC of host port entries")?;
+        let removed = remove(nft, &found, &hairpins, flush, "GC of host port entries")?;
         remove_orphan_chains(nft, network);
-        Ok(found.iter().filter_map(Found::published).collect())
+        Ok(removed)
     }
 
     fn status(&self) -> Result<()> {
