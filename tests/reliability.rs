@@ -115,16 +115,33 @@ pub fn call_or_kill(
     netns: &Path,
     kill_at: Duration,
 ) -> Option<Value> {
-    let run = Call::new(plugin, Command::Add, conf.clone())
+    run_or_kill(host, plugin, Command::Add, conf, id, netns, kill_at)
+}
+
+/// [`call_or_kill`] for any verb; `Some(Null)` for a verb that printed nothing.
+pub fn run_or_kill(
+    host: &Sandbox,
+    plugin: &str,
+    cmd: Command,
+    conf: &Value,
+    id: &str,
+    netns: &Path,
+    kill_at: Duration,
+) -> Option<Value> {
+    let run = Call::new(plugin, cmd, conf.clone())
         .container(id, "eth0", Some(netns))
         .env("CNI_LOG_LEVEL", &log_level())
         .spawn_in(host);
     match run.finish(Some(kill_at)) {
         Outcome::Killed(_) => None,
-        Outcome::Done(r) => Some(
-            r.unwrap_or_else(|e| panic!("{plugin} ADD {id} failed: {e}"))
-                .json(),
-        ),
+        Outcome::Done(r) => {
+            let out = r.unwrap_or_else(|e| panic!("{plugin} {} {id} failed: {e}", cmd.as_str()));
+            Some(if out.stdout.is_empty() {
+                Value::Null
+            } else {
+                out.json()
+            })
+        }
     }
 }
 

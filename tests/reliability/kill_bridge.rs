@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use super::store_view::StoreView;
 use super::{
-    call, call_or_kill, conntrack_natted_to, links_besides_lo, network_rules, poke_udp, stats,
-    tagged_entries, veths, wait_quiet, with_prev, with_valid, Rng,
+    call, call_or_kill, conntrack_natted_to, links_besides_lo, network_rules, poke_udp,
+    run_or_kill, stats, tagged_entries, veths, wait_quiet, with_prev, with_valid, Rng,
 };
 
 const NET: &str = "ksnet";
@@ -114,6 +114,20 @@ impl Env {
             .unwrap_or_else(|e| panic!("bridge DEL {id}: {e}"));
     }
 
+    /// The DEL of the chain, killed `kill_at` after it started (a runtime's DEL timeout).
+    fn del_killed(&self, i: usize, ctr: &Sandbox, prev: Option<&Value>, kill_at: Duration) {
+        let id = format!("ks{i}");
+        let start = Instant::now();
+        let pm = self.portmap(i, prev);
+        let del = |plugin: &str, conf: &Value, at: Duration| {
+            run_or_kill(&self.host, plugin, Command::Del, conf, &id, ctr.path(), at)
+        };
+        if del("portmap", &pm, kill_at).is_some() {
+            let br = with_prev(&self.bridge, prev);
+            del("bridge", &br, kill_at.saturating_sub(start.elapsed()));
+        }
+    }
+
     /// GC of the chain (portmap, then bridge with host-local) with these containers valid.
     fn gc(&self, valid: &[String]) {
         let pm = with_valid(&self.portmap(0, None), valid);
@@ -148,42 +162,75 @@ impl Env {
     }
 }
 
+/// Recent durations of an unkilled chain ADD and DEL.
+#[derive(Default)]
+struct Timing {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+}
+
+impl Timing {
+    /// One unkilled ADD and DEL of a probe container (ID `ks10000`, host port 30000).
+    fn probe(&mut self, env: &Env, ctr: &Sandbox) {
+        let t = Instant::now();
+        let Fate::Completed(r) = env.add(10000, ctr, None) else {
+            unreachable!()
+        };
+        self.add.push(t.elapsed());
+        let t = Instant::now();
+        env.del(10000, Some(ctr), Some(&r));
+        self.del.push(t.elapsed());
+    }
+
+    /// The kill windows: 0 to 1.5 times the mean of the last five ADDs and DELs.
+    fn window(&self) -> (Duration, Duration) {
+        let mean = |v: &[Duration]| {
+            let last: Vec<Duration> = v.iter().rev().take(5).copied().collect();
+            last.iter().sum::<Duration>() / last.len().max(1) as u32
+        };
+        (mean(&self.add) * 3 / 2, mean(&self.del) * 3 / 2)
+    }
+}
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, d) = self.window();
+        write!(f, "kills fall in 0..{a:?} (ADD), 0..{d:?} (DEL)")
+    }
+}
+
 fn storm(backend: &'static str, n: usize) {
     let n = super::count(n);
     let mut rng = Rng::from_env(&format!("kill storm bridge+portmap ({backend}, {n})"));
     let env = Env::new(backend);
-    // Calibrate: how long a chain ADD takes here (a separate network, so that the storm's
-    // first ADDs still create the bridge).
-    let mut calib = Vec::new();
+    // How long an unkilled chain ADD and DEL take here, measured first on a separate network
+    // (so that the storm's first ADDs still create the bridge), then again every 10
+    // containers on the storm's own network (the machine's load changes).
+    let mut timing = Timing::default();
     {
         let e = Env::new(backend);
-        for i in 0..5 {
-            let ctr = Sandbox::new("ks-cal-c");
-            let t = Instant::now();
-            let Fate::Completed(r) = e.add(i, &ctr, None) else {
-                unreachable!()
-            };
-            calib.push(t.elapsed());
-            e.del(i, Some(&ctr), Some(&r));
+        let ctr = Sandbox::new("ks-cal-c");
+        for _ in 0..5 {
+            timing.probe(&e, &ctr);
         }
     }
-    calib.sort();
-    let normal = calib[calib.len() / 2];
-    let window = normal * 3 / 2;
-    eprintln!("chain ADD takes {normal:?}: kills fall in 0..{window:?}");
-
+    eprintln!("{timing}");
     let started = Instant::now();
     let mut ctrs: Vec<Option<Sandbox>> = Vec::new();
     let mut fates = Vec::new();
-    let (mut bk, mut pk, mut done, mut natted) = (0, 0, 0, 0);
+    let (mut bk, mut pk, mut done, mut natted, mut killed_dels) = (0, 0, 0, 0, 0);
     let cleanup = |i: usize| match i % 5 {
         1 => Cleanup::Missed,
         3 => Cleanup::Keep,
         _ => Cleanup::Del,
     };
+    let probe = Sandbox::new("ks-probe");
     for i in 0..n {
+        if i % 10 == 9 {
+            timing.probe(&env, &probe);
+        }
         let ctr = Sandbox::new("ks-c");
-        let fate = env.add(i, &ctr, Some(rng.duration(window)));
+        let fate = env.add(i, &ctr, Some(rng.duration(timing.window().0)));
         // Traffic to the port right after the ADD: a conntrack entry NATed to the container
         // whenever the mapping got in before the kill.
         poke_udp(
@@ -213,6 +260,11 @@ fn storm(backend: &'static str, n: usize) {
         };
         let keep = cleanup(i) == Cleanup::Keep && prev.is_some();
         if !keep && cleanup(i) != Cleanup::Missed {
+            // Some DELs time out too: killed at a random moment, then retried.
+            if i % 5 == 4 {
+                env.del_killed(i, &ctr, prev.as_ref(), rng.duration(timing.window().1));
+                killed_dels += 1;
+            }
             env.del(i, Some(&ctr), prev.as_ref());
             assert_eq!(
                 links_besides_lo(&ctr),
@@ -236,7 +288,8 @@ fn storm(backend: &'static str, n: usize) {
         .collect();
     eprintln!(
         "storm: {n} chain ADDs in {storm_time:?}: {bk} bridge killed, {pk} portmap killed, \
-         {done} completed; {natted} pokes NATed to the container; leases left by DEL \
+         {done} completed; {killed_dels} DELs killed and retried; {natted} pokes NATed to the \
+         container; {timing}; leases left by DEL \
          racing a killed bridge's host-local: {leaked_by_del:?}; orphans done after {orphans:?}"
     );
 
