@@ -68,6 +68,7 @@
 pub mod ipt;
 mod ipt_rules;
 pub mod nft;
+mod nft_found;
 mod nft_script;
 
 use std::collections::HashSet;
