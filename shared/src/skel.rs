@@ -219,7 +219,16 @@ pub fn run_with<P: Plugin>(
         }
         Some(c) => c,
     };
-    let (outcome, added) = dispatch(plugin, about, env, &command, stdin, stdin_is_tty);
+    let mut added = None;
+    let outcome = dispatch(
+        plugin,
+        about,
+        env,
+        &command,
+        stdin,
+        stdin_is_tty,
+        &mut added,
+    );
     let printed = match &outcome {
         Ok(Some(v)) => writeln!(stdout, "{v}").and_then(|()| stdout.flush()),
         Ok(None) => Ok(()),
@@ -256,8 +265,8 @@ fn undo_undelivered_add<P: Plugin>(plugin: &P, mut req: Request, e: &std::io::Er
 
 type Outcome = std::result::Result<Option<Value>, (Version, CniError)>;
 
-/// The outcome, and the request of an ADD that succeeded (to undo it when its result cannot
-/// be delivered).
+/// Run the verb; a successful ADD leaves its request in `added` (to undo it when its result
+/// cannot be delivered).
 fn dispatch<P: Plugin>(
     plugin: &P,
     about: About,
@@ -265,31 +274,14 @@ fn dispatch<P: Plugin>(
     command: &str,
     stdin: &mut dyn Read,
     stdin_is_tty: bool,
-) -> (Outcome, Option<Request>) {
-    let early = |e: CniError| (Err((Version::LATEST, e)), None);
-    let command: Command = match command.parse() {
-        Ok(c) => c,
-        Err(e) => return early(e),
-    };
-    if command == Command::Version {
-        return (Ok(Some(version_output(stdin, stdin_is_tty))), None);
-    }
-    let req = match parse_request(command, env, stdin) {
-        Ok(r) => r,
-        Err(e) => return early(e),
-    };
-    let out = run_verb(plugin, about, env, command, &req);
-    let added = (command == Command::Add && out.is_ok()).then_some(req);
-    (out, added)
-}
-
-fn run_verb<P: Plugin>(
-    plugin: &P,
-    about: About,
-    env: &dyn Fn(&str) -> Option<String>,
-    command: Command,
-    req: &Request,
+    added: &mut Option<Request>,
 ) -> Outcome {
+    let early = |e: CniError| (Version::LATEST, e);
+    let command: Command = command.parse().map_err(early)?;
+    if command == Command::Version {
+        return Ok(Some(version_output(stdin, stdin_is_tty)));
+    }
+    let req = parse_request(command, env, stdin).map_err(early)?;
     let version = req.version;
     let _ = ERROR_VERSION.set(version);
     logging::init(about.name, &req.conf);
@@ -312,16 +304,19 @@ fn run_verb<P: Plugin>(
     let fail = |e: CniError| (version, e);
     let out = match command {
         Command::Add => {
-            let result = plugin.add(req).map_err(fail)?;
+            let result = plugin.add(&req).map_err(fail)?;
             Some(result.to_value(version).map_err(fail)?)
         }
-        Command::Del => plugin.del(req).map(|()| None).map_err(fail)?,
-        Command::Check => plugin.check(req).map(|()| None).map_err(fail)?,
-        Command::Status => plugin.status(req).map(|()| None).map_err(fail)?,
-        Command::Gc => plugin.gc(req).map(|()| None).map_err(fail)?,
+        Command::Del => plugin.del(&req).map(|()| None).map_err(fail)?,
+        Command::Check => plugin.check(&req).map(|()| None).map_err(fail)?,
+        Command::Status => plugin.status(&req).map(|()| None).map_err(fail)?,
+        Command::Gc => plugin.gc(&req).map(|()| None).map_err(fail)?,
         Command::Version => None,
     };
     tracing::debug!("done");
+    if command == Command::Add {
+        *added = Some(req);
+    }
     Ok(out)
 }
 
