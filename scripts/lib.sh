@@ -34,4 +34,4 @@ ensure_cargo() {
 }
 
 # What the integration tests and the demo run: ip, bridge, ping, nft, iptables, conntrack, unshare.
-TEST_TOOLS=(ip:iproute2 bridge:iproute2 ping:iputils-ping nft:nftables iptables:iptables ip6tables:iptables conntrack:conntrack unshare:util-linux)
+TEST_TOOLS=(ip:iproute2 bridge:iproute2 ping:iputils-ping nft:nftables iptables:iptables ip6tables:iptables conntrack:conntrack unshare:util-linux flock:util-linux)

@@ -81,6 +81,9 @@ pub struct Filter {
 pub enum Select {
     /// Entries NATed to this address and port (the connections of a mapping being removed).
     NatedTo(IpAddr, u16),
+    /// Entries NATed anywhere (a mapping whose target is no longer known, on a host port that
+    /// is still claimed by the attachment being removed, so no one else's).
+    Nated,
     /// Entries not NATed at all, or NATed somewhere other than this address and port (stale
     /// state that would keep new packets of a flow away from a new mapping). With
     /// `any_unnated: false`, un-NATed entries are kept (a TCP connection to a host service).
@@ -101,6 +104,7 @@ impl Filter {
         }
         match self.select {
             Select::NatedTo(ip, port) => e.reply.src == ip && e.reply.sport == port,
+            Select::Nated => e.is_dnat(),
             Select::StaleFor {
                 target,
                 any_unnated,

@@ -56,6 +56,12 @@ fn filters_select_entries() {
         ..del.clone()
     };
     assert!(!tcp_add.matches(&unnated) && tcp_add.matches(&to_old));
+    let any = Filter {
+        select: Select::Nated,
+        ..del.clone()
+    };
+    assert!(any.matches(&to_old) && any.matches(&to_new));
+    assert!(!any.matches(&unnated) && !any.matches(&other_port));
     let pinned = Filter {
         dst: Some("192.0.2.9".parse().unwrap()),
         ..del

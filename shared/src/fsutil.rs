@@ -88,6 +88,40 @@ pub fn create_new_atomic(path: &Path, data: &[u8], mode: u32, d: Durability) -> 
     }
 }
 
+/// The writer's pid when `name` is one of our temporary files (`.<name>.tmp-<pid>-<n>`).
+fn temp_writer(name: &str) -> Option<i32> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    let (_, rest) = name.rsplit_once(".tmp-")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// Remove the temporary files in `dir` whose writer is gone: a process killed between writing
+/// its temporary file and the rename or link leaves it behind, and nothing else would ever
+/// remove it. Files of live writers (and other names) are left alone. Returns how many went.
+pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(temp_writer) else {
+            continue;
+        };
+        // Signal 0 only asks whether the process exists (EPERM: it does, as someone else).
+        if pid <= 0 || kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH) {
+            continue;
+        }
+        if std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Create a directory and its parents; the directories created get `mode`.
 pub fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::DirBuilder::new()
@@ -121,6 +155,29 @@ mod tests {
         assert_eq!(std::fs::read(&f).unwrap(), b"three");
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temp_files_of_dead_writers_go() {
+        assert_eq!(temp_writer(".10.0.0.5.tmp-123-7"), Some(123));
+        assert_eq!(temp_writer("10.0.0.5.tmp-123-7"), None);
+        assert_eq!(temp_writer(".x.tmp-abc-1"), None);
+        assert_eq!(temp_writer(".stamp"), None);
+        let dir = std::env::temp_dir().join(format!("cni-fsutil-stale-{}", std::process::id()));
+        ensure_dir(&dir, 0o700).unwrap();
+        // A pid that cannot exist (above the kernel's pid_max of 2^22), ours, and a non-temp.
+        let names = [
+            ".a.tmp-99999999-0",
+            &format!(".b.tmp-{}-0", std::process::id()),
+            "c",
+        ];
+        for n in names {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&dir).unwrap(), 1);
+        assert!(!dir.join(names[0]).exists());
+        assert!(dir.join(names[1]).exists() && dir.join(names[2]).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

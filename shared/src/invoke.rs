@@ -132,7 +132,9 @@ pub fn communicate(mut p: Process, stdin: &[u8]) -> Result<Vec<u8>> {
     ))
 }
 
-fn error_from_output(
+/// The CNI error a plugin that exited unsuccessfully reported on stdout, or one made from its
+/// exit status and the tail of its stderr.
+pub(crate) fn error_from_output(
     name: &str,
     stdout: &[u8],
     stderr: &[u8],

@@ -17,6 +17,11 @@ pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLA_F_NESTED: u16 = 0x8000;
+/// Set by the kernel on the messages of a dump that met a concurrent change (its answer may
+/// miss or repeat entries).
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// How often a dump interrupted by concurrent changes is requested in all.
+const DUMP_TRIES: usize = 20;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const HDR: usize = 16;
@@ -98,8 +103,30 @@ impl Nfnl {
     }
 
     /// Send one request and collect its replies until the ACK (or DONE for a dump). A kernel
-    /// error ends the request with its errno.
+    /// error ends the request with its errno. A dump the kernel marks as interrupted by a
+    /// concurrent change is requested again (an inconsistent listing could hide the very entry
+    /// a DEL looks for); EINTR when that keeps happening.
     pub fn request(
+        &mut self,
+        msg_type: u16,
+        flags: u16,
+        family: u8,
+        attrs: &[u8],
+    ) -> std::result::Result<Vec<Reply>, NlErr> {
+        let mut pause = Duration::from_millis(1);
+        for _ in 1..DUMP_TRIES {
+            match self.request_once(msg_type, flags, family, attrs) {
+                Err(e) if e.errno == libc::EINTR => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+        self.request_once(msg_type, flags, family, attrs)
+    }
+
+    fn request_once(
         &mut self,
         msg_type: u16,
         flags: u16,
@@ -122,6 +149,7 @@ impl Nfnl {
             .map_err(|e| local(format!("sending a netlink request: {e}")))?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
+        let mut interrupted = false;
         let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {
             rx.clear();
@@ -137,6 +165,7 @@ impl Nfnl {
                 };
                 let mlen = u32_at(off) as usize;
                 let mtype = u32_at(off + 4) as u16;
+                let mflags = (u32_at(off + 4) >> 16) as u16;
                 let mseq = u32_at(off + 8);
                 if mlen < HDR || off + mlen > rx.len() {
                     return Err(local("malformed netlink reply"));
@@ -146,7 +175,14 @@ impl Nfnl {
                 if mseq != seq {
                     continue;
                 }
+                interrupted |= mflags & NLM_F_DUMP_INTR != 0;
                 match mtype {
+                    NLMSG_DONE if interrupted => {
+                        return Err(NlErr {
+                            errno: libc::EINTR,
+                            what: "the dump met a concurrent change".into(),
+                        })
+                    }
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
                         let code = body

@@ -1,5 +1,6 @@
 //! The plugin skeleton: environment → verb, stdin → configuration, dispatch to the plugin, and the
 //! result or error → stdout with the exit code. Every plugin's `main` is `skel::run(&Plugin, ABOUT)`.
+//! An ADD whose result cannot be written (its caller was killed) is undone by the plugin's DEL.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -218,9 +219,18 @@ pub fn run_with<P: Plugin>(
         }
         Some(c) => c,
     };
-    let outcome = dispatch(plugin, about, env, &command, stdin, stdin_is_tty);
+    let mut added = None;
+    let outcome = dispatch(
+        plugin,
+        about,
+        env,
+        &command,
+        stdin,
+        stdin_is_tty,
+        &mut added,
+    );
     let printed = match &outcome {
-        Ok(Some(v)) => writeln!(stdout, "{v}"),
+        Ok(Some(v)) => writeln!(stdout, "{v}").and_then(|()| stdout.flush()),
         Ok(None) => Ok(()),
         Err((version, e)) => {
             tracing::warn!(code = e.code, "{}", e.msg);
@@ -228,14 +238,35 @@ pub fn run_with<P: Plugin>(
         }
     };
     let _ = stdout.flush();
+    if let (Err(e), Some(req)) = (&printed, added) {
+        undo_undelivered_add(plugin, req, e);
+    }
     match (outcome, printed) {
         (Ok(_), Ok(())) => 0,
         _ => 1,
     }
 }
 
+/// An ADD whose result cannot be delivered (EPIPE: the caller is gone — a runtime's timeout
+/// killed it, or it is the parent plugin of an IPAM call) failed as far as anyone can know:
+/// nobody will use what it made, and a DEL the caller's caller sends may already have come
+/// and gone (a killed bridge's host-local reserving after the runtime's DEL). So it is undone
+/// here by the plugin's own DEL instead of leaking until a GC.
+fn undo_undelivered_add<P: Plugin>(plugin: &P, mut req: Request, e: &std::io::Error) {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        return;
+    }
+    tracing::warn!("the ADD result cannot be delivered (the caller is gone): undoing the ADD");
+    req.command = Command::Del;
+    if let Err(e) = plugin.del(&req) {
+        tracing::warn!("undoing the undelivered ADD: {e}");
+    }
+}
+
 type Outcome = std::result::Result<Option<Value>, (Version, CniError)>;
 
+/// Run the verb; a successful ADD leaves its request in `added` (to undo it when its result
+/// cannot be delivered).
 fn dispatch<P: Plugin>(
     plugin: &P,
     about: About,
@@ -243,6 +274,7 @@ fn dispatch<P: Plugin>(
     command: &str,
     stdin: &mut dyn Read,
     stdin_is_tty: bool,
+    added: &mut Option<Request>,
 ) -> Outcome {
     let early = |e: CniError| (Version::LATEST, e);
     let command: Command = command.parse().map_err(early)?;
@@ -282,6 +314,9 @@ fn dispatch<P: Plugin>(
         Command::Version => None,
     };
     tracing::debug!("done");
+    if command == Command::Add {
+        *added = Some(req);
+    }
     Ok(out)
 }
 

@@ -305,3 +305,58 @@ fn oversized_stdin_is_refused() {
     );
     assert_eq!(run(&Fake::default(), &ADD, &big).code(), 6);
 }
+
+/// A stdout whose reader is gone.
+struct BrokenPipe;
+
+impl std::io::Write for BrokenPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+#[test]
+fn an_add_whose_result_cannot_be_delivered_is_undone() {
+    let env: HashMap<String, String> = ADD
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |k: &str| env.get(k).cloned();
+    let plugin = Fake::default();
+    let status = run_with(
+        &plugin,
+        ABOUT,
+        &lookup,
+        &mut conf("1.1.0").as_bytes(),
+        false,
+        &mut BrokenPipe,
+        &mut Vec::new(),
+    );
+    assert_eq!(status, 1);
+    let seen = plugin.seen.borrow();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("ADD Abc-123 eth0"), "{seen:?}");
+    assert!(seen[1].starts_with("DEL Abc-123 eth0"), "{seen:?}");
+    // A DEL whose (empty) output cannot be delivered is just a DEL.
+    let plugin = Fake::default();
+    let del = with(&ADD, "CNI_COMMAND", "DEL");
+    let env: HashMap<String, String> = del
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |k: &str| env.get(k).cloned();
+    let status = run_with(
+        &plugin,
+        ABOUT,
+        &lookup,
+        &mut conf("1.1.0").as_bytes(),
+        false,
+        &mut BrokenPipe,
+        &mut Vec::new(),
+    );
+    assert_eq!(status, 0);
+    assert_eq!(plugin.seen.borrow().len(), 1);
+}

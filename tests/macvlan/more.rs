@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cni_shared::netlink::Netlink;
+use cni_shared::netlink::{attachment_temp_name, Netlink};
 use cni_shared::skel::Command;
 use cni_tests::testkit::{ping, Sandbox};
 use serde_json::json;
@@ -282,4 +282,40 @@ fn a_failed_add_leaves_nothing_behind() {
         LAN_IP.parse().unwrap(),
         Duration::from_millis(100)
     ));
+}
+
+/// An ADD killed between creating the macvlan and renaming it leaves it under the attachment's
+/// temporary name: DEL removes it, and so does a retried ADD (with random names it stayed in
+/// the container for ever; found by the kill storm in tests/reliability).
+#[test]
+fn an_add_killed_before_its_rename_leaves_nothing_behind() {
+    let l = Lan::new("mvk");
+    let c = Sandbox::new("mvk-c");
+    let conf = l.conf(json!({}));
+    let tmp = attachment_temp_name("k1", "eth0");
+    let leftover = || {
+        l.host.ip(&[
+            "link",
+            "add",
+            "link",
+            "lan0",
+            "name",
+            &tmp,
+            "netns",
+            c.name(),
+            "type",
+            "macvlan",
+        ]);
+        assert!(c.has_link(&tmp));
+    };
+    leftover();
+    l.call(Command::Del, &conf, "k1", Some(&c)).unwrap();
+    assert!(!c.has_link(&tmp), "DEL removes the leftover");
+    leftover();
+    l.call(Command::Add, &conf, "k1", Some(&c)).unwrap();
+    assert!(!c.has_link(&tmp), "a retried ADD replaces the leftover");
+    assert!(c.has_link("eth0"));
+    l.call(Command::Del, &conf, "k1", Some(&c)).unwrap();
+    assert!(!c.has_link("eth0"));
+    assert_eq!(l.leases(), 0);
 }

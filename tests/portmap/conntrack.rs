@@ -6,6 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use cni_shared::skel::Command;
 use cni_tests::testkit::Sandbox;
 use serde_json::json;
 
@@ -116,4 +117,87 @@ fn conntrack_nftables() {
 #[test]
 fn conntrack_iptables() {
     conntrack_with("iptables", 6);
+}
+
+/// Leave the state of a DEL (or GC) killed between its two steps: the DNAT gone, the entries
+/// that name the attachment still there (nftables: the claim; iptables: its chain).
+fn cut_short(env: &Env, id: &str, ip: &str) {
+    let script = if env.backend == "nftables" {
+        format!(
+            "nft delete element inet cni_hostport dnat4 '{{ udp . 8053 }}' && \
+             nft delete element inet cni_hostport hairpin4 '{{ {ip} }}'"
+        )
+    } else {
+        let save = String::from_utf8_lossy(&env.host.exec("iptables-save", &["-t", "nat"]).stdout)
+            .into_owned();
+        let jump = save
+            .lines()
+            .find(|l| l.starts_with("-A CNI-HOSTPORT-DNAT") && l.contains(&format!("/{id}/")))
+            .unwrap_or_else(|| panic!("no entry of {id}: {save}"))
+            .replacen("-A ", "-D ", 1);
+        format!("iptables -t nat {jump}")
+    };
+    let out = env.host.exec("sh", &["-c", &script]);
+    assert!(out.status.success(), "{script}: {out:?}");
+}
+
+/// A DEL or GC killed after removing the DNAT but before the conntrack flush: the retried DEL,
+/// or a GC, still flushes the flow's entry and removes the rest (before, the retry found
+/// nothing and the entry kept the flow going to the old address; found by the kill storm).
+fn cut_short_with(backend: &'static str, n: u8) {
+    let env = Env::new(&format!("pm-cs-{}", &backend[..3]), backend, n);
+    let c1 = Sandbox::new("pm-cs-c1");
+    let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
+    let dst = sa(EXT_HOST4, 8053);
+    let client = env
+        .ext
+        .netns()
+        .run(|| UdpSocket::bind("192.0.2.2:40001"))
+        .unwrap()
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    for verb in [Command::Del, Command::Gc] {
+        let r = env.attach("c1", &c1, maps.clone()).unwrap();
+        let ip = r["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        let _ = who(&client, dst);
+        assert!(
+            entries(&env, 8053).contains(&format!("src={ip} ")),
+            "{}",
+            entries(&env, 8053)
+        );
+        cut_short(&env, "c1", ip);
+        let mut c = env.pm_conf(Some(maps.clone()), None, json!({}));
+        if verb == Command::Gc {
+            c["cni.dev/valid-attachments"] = json!([]);
+            c.as_object_mut().unwrap().remove("runtimeConfig");
+        }
+        env.call("portmap", verb, &c, "c1", Some(c1.path()))
+            .unwrap();
+        assert!(
+            !entries(&env, 8053).contains(&format!("src={ip} ")),
+            "{}: the entry NATed to {ip} stays: {}",
+            verb.as_str(),
+            entries(&env, 8053)
+        );
+        assert!(!env.rules().contains("cni:pmnet/"), "{}", env.rules());
+        env.call("bridge", Command::Del, &env.bridge, "c1", Some(c1.path()))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_del_cut_short_still_flushes_nftables() {
+    cut_short_with("nftables", 7);
+}
+
+#[test]
+fn a_del_cut_short_still_flushes_iptables() {
+    cut_short_with("iptables", 8);
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use cni_shared::fsutil::{self, Durability};
 use cni_shared::lock::{FileLock, DEFAULT_LOCK_TIMEOUT};
-use cni_shared::{CniError, Result};
+use cni_shared::{validate, CniError, Result};
 
 const LAST_PREFIX: &str = "last_reserved_ip.";
 const INDEX_DIR: &str = ".attachments";
@@ -42,15 +42,19 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// Only a valid container ID and interface name make an owner: anything else (binary
+    /// junk, a torn write, a stray NUL) is garbage, which must never become a file name in the
+    /// index or match a DEL.
     pub fn parse(content: &str) -> Owner {
         let t = content.trim();
         let lines: Vec<&str> = t.lines().map(str::trim).collect();
+        let id_ok = |id: &str| validate::container_id(id).is_ok();
         match lines.as_slice() {
-            [id, ifname] if !id.is_empty() && !ifname.is_empty() => Owner::Attachment {
+            [id, ifname] if id_ok(id) && validate::ifname(ifname).is_ok() => Owner::Attachment {
                 id: id.to_string(),
                 ifname: ifname.to_string(),
             },
-            [id] if !id.is_empty() => Owner::LegacyId(id.to_string()),
+            [id] if id_ok(id) => Owner::LegacyId(id.to_string()),
             _ => Owner::Garbage(t.chars().take(64).collect()),
         }
     }
@@ -84,7 +88,7 @@ impl Store {
     /// Create the network's directory if needed and take its lock.
     pub fn open_locked(dir: &Path) -> Result<Store> {
         if let Some(parent) = dir.parent() {
-            fsutil::ensure_dir(parent, 0o755)
+            fsutil::ensure_dir(parent, DIR_MODE)
                 .map_err(|e| CniError::io(format!("creating {}: {e}", parent.display())))?;
         }
         fsutil::ensure_dir(dir, DIR_MODE)
@@ -239,6 +243,12 @@ impl Store {
         }
         let leases = self.scan()?;
         tracing::info!(leases = leases.len(), dir = %self.dir.display(), "rebuilding the attachment index");
+        // Whoever changed the directory behind our back may have been killed mid-write.
+        for dir in [self.dir.clone(), self.dir.join(INDEX_DIR)] {
+            if let Ok(n @ 1..) = fsutil::remove_stale_temps(&dir) {
+                tracing::warn!(dir = %dir.display(), "removed {n} temporary files of killed writers");
+            }
+        }
         for (path, _, _) in self.index_entries() {
             let _ = std::fs::remove_file(path);
         }
@@ -350,6 +360,12 @@ mod tests {
         assert_eq!(Owner::parse("abc\n"), Owner::LegacyId("abc".into()));
         assert!(matches!(Owner::parse(""), Owner::Garbage(_)));
         assert!(matches!(Owner::parse("a\nb\nc"), Owner::Garbage(_)));
+        // Binary junk and stray NULs never become an owner (its ID names an index file).
+        let junk = String::from_utf8_lossy(&[0xff, 0xfe, 0, 1, 2]).into_owned();
+        assert!(matches!(Owner::parse(&junk), Owner::Garbage(_)));
+        assert!(matches!(Owner::parse("ctr\0\r\neth0"), Owner::Garbage(_)));
+        assert!(matches!(Owner::parse("ctr\r\neth0 x/y"), Owner::Garbage(_)));
+        assert!(matches!(Owner::parse("../x\r\neth0"), Owner::Garbage(_)));
         assert!(Owner::LegacyId("abc".into()).matches("abc", "net1"));
         assert!(!Owner::parse("abc\r\neth0").matches("abc", "eth1"));
     }

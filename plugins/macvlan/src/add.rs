@@ -4,7 +4,7 @@
 
 use cni_shared::container::{configure_iface, interface_of, IfaceOpts};
 use cni_shared::invoke;
-use cni_shared::netlink::{random_veth_name, MacvlanMode, MacvlanOpts, Netlink};
+use cni_shared::netlink::{attachment_temp_name, MacvlanMode, MacvlanOpts, Netlink};
 use cni_shared::netns::NetNs;
 use cni_shared::rollback::Rollback;
 use cni_shared::skel::{Command, Request};
@@ -67,9 +67,12 @@ pub fn add(req: &Request) -> Result<CniResult> {
         }
     };
 
-    // A temporary name first: CNI_IFNAME may exist in the master's namespace (the reference
-    // works around the same kernel behaviour).
-    let tmp = random_veth_name()?;
+    // A temporary name first: CNI_IFNAME may exist in the master's namespace (the kernel looks
+    // the new name up there; the reference works around the same behaviour). The name is the
+    // attachment's own, so an earlier ADD killed before its rename left nothing DEL cannot
+    // find; such a leftover is replaced here.
+    let tmp = attachment_temp_name(&req.container_id, &req.ifname);
+    crate::del::delete_temp_link(&cnl, &tmp)?;
     let opts = MacvlanOpts {
         master: parent.index,
         mode: conf.mode,

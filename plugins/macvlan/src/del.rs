@@ -3,7 +3,7 @@
 //! network whose master has gone can still be torn down.
 
 use cni_shared::invoke;
-use cni_shared::netlink::Netlink;
+use cni_shared::netlink::{attachment_temp_name, Link, Netlink};
 use cni_shared::netns::NetNs;
 use cni_shared::skel::{Command, Request};
 use cni_shared::{CniError, Result};
@@ -36,8 +36,22 @@ pub fn del(req: &Request) -> Result<()> {
     first.map_or(Ok(()), Err)
 }
 
-/// Delete CNI_IFNAME in the container when it is a macvlan; with `linkInContainer`, then the
-/// vlan sub-interface it sat on when that is ours and unused.
+/// Delete the macvlan an ADD killed before its rename left under the attachment's temporary
+/// name (see [`attachment_temp_name`]); the deleted link, if there was one.
+pub fn delete_temp_link(cnl: &Netlink, tmp: &str) -> Result<Option<Link>> {
+    match cnl.link(tmp)? {
+        Some(l) if l.is_kind("macvlan") => {
+            tracing::info!(link = tmp, "removing the macvlan of an interrupted ADD");
+            cnl.delete_link(l.index)?;
+            Ok(Some(l))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Delete CNI_IFNAME in the container when it is a macvlan, and a leftover under the
+/// attachment's temporary name; with `linkInContainer`, then the vlan sub-interface they sat on
+/// when that is ours and unused.
 fn delete_link(req: &Request, conf: &Teardown) -> Result<()> {
     let Some(path) = req.netns.as_deref() else {
         return Ok(());
@@ -46,22 +60,33 @@ fn delete_link(req: &Request, conf: &Teardown) -> Result<()> {
         return Ok(());
     };
     let cnl = Netlink::open_in(&ns)?;
-    let Some(link) = cnl.link(req.ifname.as_str())? else {
-        return Ok(());
-    };
-    if !link.is_kind("macvlan") {
-        tracing::warn!(
+    let tmp = attachment_temp_name(&req.container_id, &req.ifname);
+    let mut deleted: Vec<Link> = delete_temp_link(&cnl, &tmp)?.into_iter().collect();
+    match cnl.link(req.ifname.as_str())? {
+        None => {}
+        Some(link) if !link.is_kind("macvlan") => tracing::warn!(
             "DEL: {} in the container is a {}, not a macvlan: left alone",
             req.ifname,
             link.kind.as_deref().unwrap_or("device")
-        );
+        ),
+        Some(link) => {
+            cnl.delete_link(link.index)?;
+            deleted.push(link);
+        }
+    }
+    if !conf.link_in_container {
         return Ok(());
     }
-    cnl.delete_link(link.index)?;
-    match (conf.link_in_container, link.parent, link.link_netnsid) {
-        (true, Some(parent), None) => vlan::release_in_ns(&cnl, parent),
-        _ => Ok(()),
+    let mut parents: Vec<u32> = deleted
+        .iter()
+        .filter(|l| l.link_netnsid.is_none())
+        .filter_map(|l| l.parent)
+        .collect();
+    parents.dedup();
+    for parent in parents {
+        vlan::release_in_ns(&cnl, parent)?;
     }
+    Ok(())
 }
 
 /// GC: the IPAM's, and the vlan records of attachments that are no longer valid.

@@ -77,6 +77,11 @@ impl Store {
 
     fn lock(dir: &Path) -> Result<Store> {
         let lock = FileLock::exclusive(&dir.join("lock"), DEFAULT_LOCK_TIMEOUT)?;
+        // A writer killed between its temporary file and the rename left the file behind (a
+        // few records: cheap to look).
+        if let Ok(n @ 1..) = fsutil::remove_stale_temps(dir) {
+            tracing::info!("removed {n} temporary files of killed writers");
+        }
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -175,7 +180,11 @@ mod tests {
         std::fs::write(dir.join("bad.json"), b"{").unwrap();
         assert_eq!(s.load("bad").unwrap_err().code, 6);
         drop(s);
+        // A save killed before its rename (a pid that cannot exist): gone at the next open.
+        let torn = dir.join(".eth0.10.json.tmp-99999999-0");
+        std::fs::write(&torn, b"{\"ifind").unwrap();
         assert!(Store::open_existing(&dir).unwrap().is_some());
+        assert!(!torn.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,7 @@ mod localnet;
 
 use std::net::IpAddr;
 
-use cni_shared::firewall::hostport::{self, DelHint, Forward, HostPorts, Mapping};
+use cni_shared::firewall::hostport::{self, DelHint, Forward, HostPorts, Mapping, Published};
 use cni_shared::firewall::Tag;
 use cni_shared::skel::{self, About, Plugin, Request};
 use cni_shared::spec::CniResult;
@@ -69,6 +69,16 @@ pub fn forwards(addrs: &[IpNetwork], mappings: &[Mapping]) -> Vec<Forward> {
         .collect()
 }
 
+/// Between the two steps of a removal: the conntrack entries NATed through the removed
+/// mappings go (failures are reported, not fatal: the entries expire on their own).
+fn flush_conntrack(removed: &[Published]) {
+    match hostport::flush_conntrack_del(removed) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "deleted conntrack entries of removed mappings"),
+        Err(e) => tracing::warn!("deleting conntrack entries: {e}"),
+    }
+}
+
 impl Plugin for PortMap {
     fn add(&self, req: &Request) -> Result<CniResult> {
         let cfg = config::load(req)?;
@@ -111,12 +121,7 @@ impl Plugin for PortMap {
             mappings: cfg.mappings.as_deref(),
             addrs: &addrs,
         };
-        let removed = driver(&cfg).del(&tag_of(req), &hint)?;
-        match hostport::flush_conntrack_del(&removed) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(entries = n, "deleted conntrack entries of removed mappings"),
-            Err(e) => tracing::warn!("deleting conntrack entries: {e}"),
-        }
+        driver(&cfg).del(&tag_of(req), &hint, &mut flush_conntrack)?;
         Ok(())
     }
 
@@ -139,10 +144,7 @@ impl Plugin for PortMap {
         let cfg = config::load(req)?;
         let network = &req.conf.name;
         let keep = Tag::valid_set(req)?;
-        let removed = driver(&cfg).gc(network, &keep)?;
-        if let Err(e) = hostport::flush_conntrack_del(&removed) {
-            tracing::warn!("GC: deleting conntrack entries: {e}");
-        }
+        driver(&cfg).gc(network, &keep, &mut flush_conntrack)?;
         Ok(())
     }
 }

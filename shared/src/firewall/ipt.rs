@@ -93,10 +93,17 @@ impl Ipt {
         Ok(out.status.success())
     }
 
+    /// The rules of every chain of `table` (`-S` lines, `-A` only).
+    pub fn list_table(&self, table: &str) -> Result<Vec<String>> {
+        self.list_chain(table, "").map(Option::unwrap_or_default)
+    }
+
     /// The rules of one chain (`-S` lines, `-A` only); `None` when the chain does not exist.
+    /// An empty `chain` lists the whole table.
     pub fn list_chain(&self, table: &str, chain: &str) -> Result<Option<Vec<String>>> {
         let out = Command::new(&self.cmd)
-            .args(["-w", "10", "-t", table, "-S", chain])
+            .args(["-w", "10", "-t", table, "-S"])
+            .args((!chain.is_empty()).then_some(chain))
             .stdin(Stdio::null())
             .output()
             .map_err(|e| CniError::internal(format!("executing {}: {e}", self.cmd.display())))?;

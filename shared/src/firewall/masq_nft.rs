@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use serde_json::Value;
 
 use super::nftexec::{Nft, NftError};
+pub use super::nftjson::{chains_of, comment_in, elements_of, Element};
 use super::tag::{fnv1a, Tag};
 use super::{subnet_of, Masquerade};
 use crate::error::{CniError, Result};
@@ -103,12 +103,6 @@ fn owner(nft: &Nft, ip: &IpAddr) -> Result<Option<String>> {
     }
 }
 
-/// The first `comment "..."` in nft text output.
-pub fn comment_in(text: &str) -> Option<String> {
-    let rest = &text[text.find("comment \"")? + 9..];
-    Some(rest[..rest.find('"')?].to_string())
-}
-
 /// Every element of both maps.
 fn list_all(nft: &Nft) -> Result<Vec<Element>> {
     let mut out = Vec::new();
@@ -120,77 +114,6 @@ fn list_all(nft: &Nft) -> Result<Vec<Element>> {
         }
     }
     Ok(out)
-}
-
-/// One element of a masquerade map.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Element {
-    pub ip: IpAddr,
-    pub comment: String,
-    /// The chain it jumps to.
-    pub target: String,
-}
-
-/// The elements of the maps in a `list map` or `list table` JSON document; keys that are not
-/// addresses are skipped.
-pub fn elements_of(v: &Value) -> Vec<Element> {
-    let mut out = Vec::new();
-    let items = v.get("nftables").and_then(Value::as_array);
-    for item in items.into_iter().flatten() {
-        let elems = item
-            .get("map")
-            .and_then(|m| m.get("elem"))
-            .and_then(Value::as_array);
-        for pair in elems.into_iter().flatten() {
-            let key = pair.get(0).unwrap_or(pair);
-            let (val, comment) = match key.get("elem") {
-                Some(e) => (
-                    e.get("val").and_then(Value::as_str),
-                    e.get("comment").and_then(Value::as_str).unwrap_or(""),
-                ),
-                None => (key.as_str(), ""),
-            };
-            let target = pair
-                .get(1)
-                .and_then(|v| v.get("jump"))
-                .and_then(|j| j.get("target"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if let Some(ip) = val.and_then(|s| s.parse().ok()) {
-                out.push(Element {
-                    ip,
-                    comment: comment.to_string(),
-                    target: target.to_string(),
-                });
-            }
-        }
-    }
-    out
-}
-
-/// The network chains of `tag`'s network in a `list table` JSON document (found by their
-/// rule's comment, `"<network label> <subnet>"`).
-pub fn net_chains_of(v: &Value, network_label: &str) -> Vec<String> {
-    let prefix = format!("{network_label} ");
-    let mut out: Vec<String> = Vec::new();
-    let items = v.get("nftables").and_then(Value::as_array);
-    for rule in items.into_iter().flatten().filter_map(|i| i.get("rule")) {
-        let chain = rule
-            .get("chain")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let comment = rule
-            .get("comment")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if chain.starts_with("net-")
-            && comment.starts_with(&prefix)
-            && !out.iter().any(|c| c == chain)
-        {
-            out.push(chain.to_string());
-        }
-    }
-    out
 }
 
 fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
@@ -311,7 +234,7 @@ impl Masquerade for NftMasq {
         // again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it
         // missing and creates it anew.
         let label = super::tag::network_label(network);
-        let orphans: Vec<String> = net_chains_of(&table, &label)
+        let orphans: Vec<String> = chains_of(&table, "net-", &label)
             .into_iter()
             .filter(|c| !live.iter().any(|e| &e.target == c))
             .collect();
@@ -342,7 +265,6 @@ impl Masquerade for NftMasq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
@@ -378,37 +300,5 @@ mod tests {
             "delete element inet cni_masq masq6 { fd00::5 }\n"
         );
         assert!(base_script().contains("ip saddr vmap @masq4"));
-    }
-
-    #[test]
-    fn parses_listings() {
-        let text = "table inet cni_masq {\n\tmap masq4 {\n\t\telements = { 10.0.0.5 comment \"cni:n/c/eth0\" : jump net-1 }\n\t}\n}\n";
-        assert_eq!(comment_in(text).as_deref(), Some("cni:n/c/eth0"));
-        assert_eq!(comment_in("elements = { 10.0.0.5 : jump x }"), None);
-        let v = json!({"nftables": [{"metainfo": {}}, {"map": {"name": "masq4", "elem": [
-            [{"elem": {"val": "10.0.0.5", "comment": "cni:n/c/eth0"}}, {"jump": {"target": "x"}}],
-            ["10.0.0.6", {"jump": {"target": "x"}}],
-            [{"elem": {"val": {"prefix": {}}}}, {"jump": {"target": "x"}}]
-        ]}}]});
-        let e = elements_of(&v);
-        let ips: Vec<(String, &str, &str)> = e
-            .iter()
-            .map(|e| (e.ip.to_string(), e.comment.as_str(), e.target.as_str()))
-            .collect();
-        assert_eq!(
-            ips,
-            vec![
-                ("10.0.0.5".to_string(), "cni:n/c/eth0", "x"),
-                ("10.0.0.6".to_string(), "", "x")
-            ]
-        );
-        let table = json!({"nftables": [
-            {"chain": {"name": "net-1"}},
-            {"rule": {"chain": "net-1", "comment": "cni:n 10.0.0.0/24"}},
-            {"rule": {"chain": "net-2", "comment": "cni:n2 10.0.1.0/24"}},
-            {"rule": {"chain": "postrouting"}}
-        ]});
-        assert_eq!(net_chains_of(&table, "cni:n"), ["net-1"]);
-        assert!(elements_of(&json!({"garbage": 1})).is_empty());
     }
 }

@@ -75,6 +75,7 @@ pub mod macspoof;
 pub mod masq_ipt;
 pub mod masq_nft;
 pub mod nftexec;
+pub mod nftjson;
 pub mod nftset;
 pub mod tag;
 

@@ -38,6 +38,11 @@ impl NftError {
         self.0.contains("File exists")
     }
 
+    /// The kernel said EINTR: a dump met a concurrent change of the ruleset.
+    pub fn is_interrupted(&self) -> bool {
+        self.0.contains("Interrupted system call")
+    }
+
     pub fn cni(&self, what: &str) -> CniError {
         CniError::internal(format!("nftables: {what}: {}", self.0.trim()))
     }
@@ -91,21 +96,45 @@ impl Nft {
     /// Run a script (one transaction); its text output.
     pub fn run(&self, script: &str) -> std::result::Result<String, NftError> {
         tracing::debug!(script, "nft");
-        match self {
-            Nft::Lib(lib) => lib.run(script, false),
-            Nft::Binary(p) => run_binary(p, script, false),
-        }
+        self.run_retrying(script, false)
     }
 
     /// Run a listing command with JSON output, decoded.
     pub fn run_json(&self, script: &str) -> std::result::Result<serde_json::Value, NftError> {
-        let out = match self {
-            Nft::Lib(lib) => lib.run(script, true)?,
-            Nft::Binary(p) => run_binary(p, script, true)?,
-        };
+        let out = self.run_retrying(script, true)?;
         serde_json::from_str(&out).map_err(|e| NftError(format!("undecodable JSON output: {e}")))
     }
+
+    /// Run once, and again while the kernel reports EINTR: a listing (nft's own cache fill
+    /// included) that met a concurrent change of the ruleset, which the kernel refuses to
+    /// answer inconsistently. Nothing was applied then (a transaction is all or nothing), so a
+    /// rerun is safe. Without the rerun, 1 or 2 of 200 parallel DELs failed
+    /// (tests/reliability).
+    fn run_retrying(&self, script: &str, json: bool) -> std::result::Result<String, NftError> {
+        let mut pause = std::time::Duration::from_millis(1);
+        for _ in 1..INTERRUPTED_TRIES {
+            match self.run_once(script, json) {
+                Err(e) if e.is_interrupted() => {
+                    tracing::debug!("nft: {}; trying again", e.0.trim());
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+        self.run_once(script, json)
+    }
+
+    fn run_once(&self, script: &str, json: bool) -> std::result::Result<String, NftError> {
+        match self {
+            Nft::Lib(lib) => lib.run(script, json),
+            Nft::Binary(p) => run_binary(p, script, json),
+        }
+    }
 }
+
+/// How often a script interrupted by concurrent ruleset changes is run in all.
+const INTERRUPTED_TRIES: usize = 20;
 
 fn run_binary(path: &PathBuf, script: &str, json: bool) -> std::result::Result<String, NftError> {
     let mut cmd = Command::new(path);

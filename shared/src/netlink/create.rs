@@ -102,6 +102,15 @@ pub fn random_veth_name() -> Result<String> {
     ))
 }
 
+/// The temporary name a device of the attachment `(container_id, ifname)` has between its
+/// creation and its rename to CNI_IFNAME: `cni` + 12 hex digits of a hash of both. Stable, so
+/// that a DEL (or a retried ADD) finds the device of an ADD killed before the rename; random
+/// names left such a device in the container for ever.
+pub fn attachment_temp_name(container_id: &str, ifname: &str) -> String {
+    let h = crate::firewall::tag::fnv1a(format!("{container_id}/{ifname}").as_bytes());
+    format!("cni{:012x}", h & 0xffff_ffff_ffff)
+}
+
 fn with_common<T>(
     mut b: LinkMessageBuilder<T>,
     mtu: Option<u32>,

@@ -82,7 +82,9 @@ use crate::netns::NetNs;
 
 pub use addr::{AddrOpts, Address};
 pub use bridge::{BridgePortFlags, BridgeVlan};
-pub use create::{random_veth_name, BridgeOpts, MacvlanOpts, VethOpts, VlanOpts, VxlanOpts};
+pub use create::{
+    attachment_temp_name, random_veth_name, BridgeOpts, MacvlanOpts, VethOpts, VlanOpts, VxlanOpts,
+};
 pub use link::{BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
 pub use neigh::{FdbEntry, Neighbour};
 pub use route::{Route, RouteFilter, Scope, MAIN_TABLE};

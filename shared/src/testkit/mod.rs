@@ -12,8 +12,10 @@ mod cnitool;
 mod connectivity;
 mod runner;
 mod sandbox;
+mod spawn;
 
 pub use cnitool::{Cnitool, CnitoolRun, CNITOOL_TIMEOUT};
 pub use connectivity::{ping, tcp_roundtrip, udp_roundtrip, wait_until};
 pub use runner::{bin_dir, plugin_path, Call, CallOutput};
 pub use sandbox::{require_root, Sandbox, TempDir};
+pub use spawn::{Outcome, Running, RUN_TIMEOUT};

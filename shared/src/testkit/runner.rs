@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::sandbox::Sandbox;
 use crate::error::CniError;
 use crate::invoke::{communicate, PluginEnv};
+use crate::netns::NetNs;
 use crate::skel::Command;
 use crate::spec::{CniResult, Version};
 
@@ -118,6 +119,15 @@ impl Call {
 
     /// Like [`Call::run_in`] with raw stdin bytes (for malformed-input tests).
     pub fn run_raw_in(&self, host: &Sandbox, stdin: &[u8]) -> Result<CallOutput, CniError> {
+        let (p, ns) = self.process_in(host);
+        let out = communicate(p, stdin);
+        drop(ns);
+        out.map(|stdout| CallOutput { stdout })
+    }
+
+    /// The plugin's process, set up to enter `host` before exec; the namespace handle must stay
+    /// open until the process has been spawned.
+    pub(super) fn process_in(&self, host: &Sandbox) -> (Process, NetNs) {
         let mut p = Process::new(plugin_path(&self.plugin));
         self.env.apply(self.command, &mut p);
         for (k, v) in &self.extra_env {
@@ -136,8 +146,6 @@ impl Call {
                 }
             });
         }
-        let out = communicate(p, stdin);
-        drop(ns);
-        out.map(|stdout| CallOutput { stdout })
+        (p, ns)
     }
 }

@@ -112,6 +112,18 @@ impl Sandbox {
         self.try_ip(&["link", "show", "dev", name]).status.success()
     }
 
+    /// The processes running in this namespace (e.g. an IPAM plugin whose parent was killed).
+    pub fn pids(&self) -> Vec<i32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .expect("run ip netns pids");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     /// Delete the namespace now (e.g. to test DEL after the container is gone).
     pub fn delete(self) {
         drop(self)

@@ -10,7 +10,7 @@ use super::ipt_rules::{
     add_input, blocks, chain_name, del_input, mark_value, parse_rule, setmark_chain, Rule,
     DNAT_CHAIN, MASQ_CHAIN, MASQ_JUMP_COMMENT, SETMARK_COMMENT,
 };
-use super::{in_use, DelHint, Forward, HostPorts, Mark, Options, Published};
+use super::{in_use, DelHint, Flush, Forward, HostPorts, Mark, Options, Published};
 use crate::error::{CniError, Result};
 use crate::firewall::ipt::Ipt;
 use crate::firewall::Tag;
@@ -135,8 +135,15 @@ impl IptHostPorts {
     }
 }
 
-/// Remove the given entries and chains of one family; what the chains forwarded.
-fn remove(ipt: &Ipt, entries: &[Rule], chains: &[String]) -> Result<Vec<Published>> {
+/// Remove the given entries and chains of one family in the two steps of [`HostPorts::del`]:
+/// the entries of the shared chain, `flush` with what the chains forwarded, the chains. What
+/// the chains forwarded.
+fn remove(
+    ipt: &Ipt,
+    entries: &[Rule],
+    chains: &[String],
+    flush: &mut Flush,
+) -> Result<Vec<Published>> {
     let mut published = Vec::new();
     for c in chains {
         for r in rules(ipt, c)? {
@@ -146,18 +153,24 @@ fn remove(ipt: &Ipt, entries: &[Rule], chains: &[String]) -> Result<Vec<Publishe
                         container_port: port,
                         ..r.mapping
                     },
-                    target: ip,
+                    target: Some(ip),
+                    v6: ipt.v6,
                 });
             }
         }
     }
     let lines: Vec<String> = entries.iter().map(|e| e.line.clone()).collect();
-    if ipt.restore(&del_input(&lines, chains)).is_ok() {
-        return Ok(published);
+    if !lines.is_empty() && ipt.restore(&del_input(&lines, &[])).is_err() {
+        // Something vanished meanwhile (so the transaction failed): go step by step.
+        for l in &lines {
+            let _ = ipt.restore(&del_input(std::slice::from_ref(l), &[]));
+        }
     }
-    // Something vanished meanwhile (so the transaction failed): go step by step.
-    for l in &lines {
-        let _ = ipt.restore(&del_input(std::slice::from_ref(l), &[]));
+    if !published.is_empty() {
+        flush(&published);
+    }
+    if chains.is_empty() || ipt.restore(&del_input(&[], chains)).is_ok() {
+        return Ok(published);
     }
     for c in chains {
         if ipt.list_chain("nat", c)?.is_some()
@@ -181,7 +194,7 @@ impl HostPorts for IptHostPorts {
         Ok(())
     }
 
-    fn del(&self, tag: &Tag, _hint: &DelHint) -> Result<Vec<Published>> {
+    fn del(&self, tag: &Tag, _hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
         let chain = chain_name(tag);
         let mut published = Vec::new();
         for v6 in [false, true] {
@@ -205,7 +218,7 @@ impl HostPorts for IptHostPorts {
             if entries.is_empty() && chains.is_empty() {
                 continue;
             }
-            published.extend(remove(&ipt, &entries, &chains)?);
+            published.extend(remove(&ipt, &entries, &chains, flush)?);
         }
         Ok(published)
     }
@@ -244,26 +257,43 @@ impl HostPorts for IptHostPorts {
         Ok(())
     }
 
-    fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Published>> {
+    fn gc(&self, network: &str, keep: &HashSet<Tag>, flush: &mut Flush) -> Result<Vec<Published>> {
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
+        let is_stale = |tag: &str| Tag::in_network(tag, network) && !keep.contains(tag);
         let mut published = Vec::new();
         for v6 in [false, true] {
             let Ok(ipt) = tools(v6) else { continue };
-            let stale: Vec<Rule> = rules(&ipt, DNAT_CHAIN)?
-                .into_iter()
-                .filter(|e| Tag::in_network(&e.tag, network) && !keep.contains(e.tag.as_str()))
+            // One listing of the table: the shared chain's entries, and also the chains of
+            // attachments whose entries went (a removal cut short after its first step).
+            let all: Vec<Rule> = ipt
+                .list_table("nat")?
+                .iter()
+                .filter_map(|l| parse_rule(l))
+                .filter(|r| is_stale(&r.tag))
+                .collect();
+            let in_chain = |r: &&Rule, c: &str| r.line.starts_with(&format!("-A {c} "));
+            let stale: Vec<Rule> = all
+                .iter()
+                .filter(|r| in_chain(r, DNAT_CHAIN))
+                .cloned()
                 .collect();
             let mut chains: Vec<String> = Vec::new();
-            for e in &stale {
-                if e.jump.starts_with("CNI-HP-") && !chains.contains(&e.jump) {
-                    chains.push(e.jump.clone());
+            for r in &all {
+                let chain = r.line.split_whitespace().nth(1).unwrap_or_default();
+                let owner = if chain.starts_with("CNI-HP-") {
+                    chain
+                } else {
+                    r.jump.as_str()
+                };
+                if owner.starts_with("CNI-HP-") && !chains.iter().any(|c| c == owner) {
+                    chains.push(owner.to_string());
                 }
             }
-            if stale.is_empty() {
+            if stale.is_empty() && chains.is_empty() {
                 continue;
             }
             tracing::info!(?chains, "GC: removing host port chains");
-            published.extend(remove(&ipt, &stale, &chains)?);
+            published.extend(remove(&ipt, &stale, &chains, flush)?);
         }
         Ok(published)
     }

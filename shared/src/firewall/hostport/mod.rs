@@ -68,6 +68,7 @@
 pub mod ipt;
 mod ipt_rules;
 pub mod nft;
+mod nft_found;
 mod nft_script;
 
 use std::collections::HashSet;
@@ -216,12 +217,18 @@ impl Options {
     }
 }
 
-/// A DNAT found in the kernel (removed by DEL or GC): what the conntrack flush needs.
+/// A DNAT found in the kernel (removed by DEL or GC): what the conntrack flush needs. No
+/// `target` when only the claim of the host port was left (a removal cut short after its
+/// DNAT went): then every NATed entry of that host port is the attachment's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     pub mapping: Mapping,
-    pub target: IpAddr,
+    pub target: Option<IpAddr>,
+    pub v6: bool,
 }
+
+/// What a removal calls between its two steps (see [`HostPorts::del`]).
+pub type Flush<'a> = dyn FnMut(&[Published]) + 'a;
 
 /// What DEL knows besides the tag: the mappings (runtimeConfig, when the runtime sends it) and
 /// addresses the attachment probably had (prevResult).
@@ -238,11 +245,17 @@ pub trait HostPorts {
     /// same attachment is replaced.
     fn add(&self, tag: &Tag, fwds: &[Forward]) -> Result<()>;
     /// Remove the attachment's entries (found by tag); what was removed. Absent is success.
-    fn del(&self, tag: &Tag, hint: &DelHint) -> Result<Vec<Published>>;
+    /// Two steps with `flush` between them: first what steers new connections (the DNAT), then
+    /// `flush` with what it forwarded (the conntrack entries of those connections), then what
+    /// still names the attachment (nftables: the claims; iptables: its chain). A DEL killed
+    /// after the first step finds the rest on its retry and flushes again; before, it found
+    /// nothing and the conntrack entries stayed.
+    fn del(&self, tag: &Tag, hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>>;
     /// Fail unless every mapping of `fwds` is published for this attachment.
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()>;
-    /// Remove the entries of `network` whose tag is not in `keep`; what was removed.
-    fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Published>>;
+    /// Remove the entries of `network` whose tag is not in `keep`, in the two steps of
+    /// [`HostPorts::del`]; what was removed.
+    fn gc(&self, network: &str, keep: &HashSet<Tag>, flush: &mut Flush) -> Result<Vec<Published>>;
     /// Code 50 naming the backend when it cannot be used on this host.
     fn status(&self) -> Result<()>;
 }
@@ -327,16 +340,19 @@ pub fn flush_conntrack_add(fwds: &[Forward]) -> Result<usize> {
     conntrack::delete(&filters)
 }
 
-/// After DEL or GC: delete the conntrack entries NATed through the removed mappings.
+/// During DEL or GC: delete the conntrack entries NATed through the removed mappings.
 pub fn flush_conntrack_del(removed: &[Published]) -> Result<usize> {
     let filters: Vec<Filter> = removed
         .iter()
         .map(|p| Filter {
-            v6: p.target.is_ipv6(),
+            v6: p.v6,
             proto: p.mapping.proto.number(),
             dport: p.mapping.host_port,
             dst: p.mapping.host_ip,
-            select: Select::NatedTo(p.target, p.mapping.container_port),
+            select: match p.target {
+                Some(t) => Select::NatedTo(t, p.mapping.container_port),
+                None => Select::Nated,
+            },
         })
         .collect();
     conntrack::delete(&filters)

@@ -5,14 +5,17 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use super::nft_found::{
+    claims_where, get, hairpins_where, owned, remove, remove_orphan_chains, Found,
+};
 use super::nft_script::{
     create_script, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
-    setup_script, Claim, CLAIM_MAPS, TABLE, TABLE_NAME,
+    setup_script, Claim, TABLE,
 };
-use super::{in_use, DelHint, Forward, HostPorts, Options, Published};
+use super::{in_use, DelHint, Flush, Forward, HostPorts, Options, Published};
 use crate::error::{CniError, Result};
 use crate::firewall::nftexec::Nft;
-use crate::firewall::nftset::{self, key, Element, INET};
+use crate::firewall::nftset::key;
 use crate::firewall::Tag;
 use crate::nfnl::Nfnl;
 
@@ -36,105 +39,8 @@ fn socket() -> Result<Nfnl> {
     Nfnl::open().map_err(|e| e.cni("backend nftables"))
 }
 
-fn get(nl: &mut Nfnl, map: &str, key: &[u8]) -> Result<Option<Element>> {
-    nftset::get(nl, INET, TABLE_NAME, map, key)
-        .map_err(|e| e.cni(&format!("looking up an element of {TABLE} {map}")))
-}
-
-fn dump(nl: &mut Nfnl, map: &str) -> Result<Vec<Element>> {
-    nftset::dump(nl, INET, TABLE_NAME, map).map_err(|e| e.cni(&format!("listing {TABLE} {map}")))
-}
-
-fn owned(e: &Option<Element>, tag: &Tag) -> bool {
-    e.as_ref()
-        .is_some_and(|e| e.comment.as_deref() == Some(tag.as_str()))
-}
-
 fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
     nft.run(script).map(drop).map_err(|e| e.cni(what))
-}
-
-/// A claim found in the kernel: its group and (when its DNAT element exists) its target.
-struct Found {
-    claim: Claim,
-    gid: u32,
-    target: Option<(IpAddr, u16)>,
-}
-
-impl Found {
-    fn read(nl: &mut Nfnl, claim: Claim, gid: u32) -> Result<Found> {
-        let target =
-            get(nl, &claim.dnat_map(gid), &claim.key_bytes())?.and_then(|d| decode_target(&d.data));
-        Ok(Found { claim, gid, target })
-    }
-
-    fn delete_script(&self) -> String {
-        let mut s = self.claim.delete_claim();
-        if self.target.is_some() {
-            s.push_str(&self.claim.delete_dnat(self.gid));
-        }
-        s
-    }
-
-    fn published(&self) -> Option<Published> {
-        self.target.map(|(ip, port)| Published {
-            mapping: self.claim.mapping(port),
-            target: ip,
-        })
-    }
-}
-
-/// The claims of the maps whose element comments satisfy `want`.
-fn claims_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Result<Vec<Found>> {
-    let mut out = Vec::new();
-    for (map, v6, with_ip) in CLAIM_MAPS {
-        for e in dump(nl, map)? {
-            if !want(e.comment.as_deref().unwrap_or_default()) {
-                continue;
-            }
-            if let Some(c) = Claim::decode(v6, with_ip, &e.key) {
-                out.push(Found::read(nl, c, decode_gid(&e.data))?);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The hairpin elements (by address) whose comments satisfy `want`.
-fn hairpins_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Result<Vec<IpAddr>> {
-    let mut out = Vec::new();
-    for v6 in [false, true] {
-        for e in dump(nl, &hairpin_map(v6))? {
-            if want(e.comment.as_deref().unwrap_or_default()) {
-                if let Some((ip, _)) = decode_target(&[e.key.as_slice(), &[0; 4]].concat()) {
-                    out.push(ip);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Delete in one transaction; when that fails because something vanished meanwhile, delete
-/// what is still there one by one.
-fn delete_all(nft: &Nft, script: &str, what: &str) -> Result<()> {
-    if script.is_empty() {
-        return Ok(());
-    }
-    match nft.run(script) {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_missing() => {
-            for line in script.lines() {
-                match nft.run(line) {
-                    Ok(_) => {}
-                    Err(e) if e.is_missing() => {}
-                    Err(e) => return Err(e.cni(what)),
-                }
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.cni(what)),
-    }
 }
 
 impl NftHostPorts {
@@ -241,7 +147,7 @@ impl HostPorts for NftHostPorts {
         ))
     }
 
-    fn del(&self, tag: &Tag, hint: &DelHint) -> Result<Vec<Published>> {
+    fn del(&self, tag: &Tag, hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
         let nft = match nft() {
             Ok(n) => n,
             // Without nftables tooling nothing of ours can be there to remove.
@@ -271,10 +177,8 @@ impl HostPorts for NftHostPorts {
         if searched {
             found = claims_where(&mut nl, |c| c == tag.as_str())?;
         }
-        let mut script: String = found.iter().map(Found::delete_script).collect();
-        let published: Vec<Published> = found.iter().filter_map(Found::published).collect();
         let mut ips: Vec<IpAddr> = hint.addrs.to_vec();
-        ips.extend(published.iter().map(|p| p.target));
+        ips.extend(found.iter().filter_map(|f| f.target.map(|t| t.0)));
         let mut hairpins = Vec::new();
         for ip in ips {
             if !hairpins.contains(&ip)
@@ -294,9 +198,7 @@ impl HostPorts for NftHostPorts {
                 }
             }
         }
-        script.extend(hairpins.iter().map(delete_hairpin));
-        delete_all(nft, &script, "deleting host port entries")?;
-        Ok(published)
+        remove(nft, &found, &hairpins, flush, "deleting host port entries")
     }
 
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
@@ -350,20 +252,19 @@ impl HostPorts for NftHostPorts {
         Ok(())
     }
 
-    fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Published>> {
+    fn gc(&self, network: &str, keep: &HashSet<Tag>, flush: &mut Flush) -> Result<Vec<Published>> {
         let nft = nft()?;
         let mut nl = socket()?;
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
         let stale = |c: &str| Tag::in_network(c, network) && !keep.contains(c);
         let found = claims_where(&mut nl, stale)?;
         let hairpins = hairpins_where(&mut nl, stale)?;
-        let mut script: String = found.iter().map(Found::delete_script).collect();
-        script.extend(hairpins.iter().map(delete_hairpin));
-        if !script.is_empty() {
+        if !found.is_empty() || !hairpins.is_empty() {
             tracing::info!(mappings = found.len(), "GC: removing host port entries");
         }
-        delete_all(nft, &script, "GC of host port entries")?;
-        Ok(found.iter().filter_map(Found::published).collect())
+        let removed = remove(nft, &found, &hairpins, flush, "GC of host port entries")?;
+        remove_orphan_chains(nft, network);
+        Ok(removed)
     }
 
     fn status(&self) -> Result<()> {

@@ -1,0 +1,170 @@
+//! What of an attachment the nftables host port driver finds in the kernel (claims with their
+//! DNAT targets, hairpin elements), single-key lookups and map dumps through [`nftset`], and
+//! removing it in the two steps of [`super::HostPorts::del`]; GC of unused hairpin chains.
+
+use std::net::IpAddr;
+
+use super::nft_script::{
+    decode_gid, decode_target, delete_hairpin, hairpin_map, Claim, CLAIM_MAPS, TABLE, TABLE_NAME,
+};
+use super::{Flush, Published};
+use crate::error::Result;
+use crate::firewall::nftexec::Nft;
+use crate::firewall::nftjson::orphan_chains;
+use crate::firewall::nftset::{self, Element, INET};
+use crate::firewall::Tag;
+use crate::nfnl::Nfnl;
+
+pub(super) fn get(nl: &mut Nfnl, map: &str, key: &[u8]) -> Result<Option<Element>> {
+    nftset::get(nl, INET, TABLE_NAME, map, key)
+        .map_err(|e| e.cni(&format!("looking up an element of {TABLE} {map}")))
+}
+
+fn dump(nl: &mut Nfnl, map: &str) -> Result<Vec<Element>> {
+    nftset::dump(nl, INET, TABLE_NAME, map).map_err(|e| e.cni(&format!("listing {TABLE} {map}")))
+}
+
+pub(super) fn owned(e: &Option<Element>, tag: &Tag) -> bool {
+    e.as_ref()
+        .is_some_and(|e| e.comment.as_deref() == Some(tag.as_str()))
+}
+
+/// A claim found in the kernel: its group and (when its DNAT element exists) its target.
+pub(super) struct Found {
+    pub claim: Claim,
+    pub gid: u32,
+    pub target: Option<(IpAddr, u16)>,
+}
+
+impl Found {
+    pub fn read(nl: &mut Nfnl, claim: Claim, gid: u32) -> Result<Found> {
+        let target =
+            get(nl, &claim.dnat_map(gid), &claim.key_bytes())?.and_then(|d| decode_target(&d.data));
+        Ok(Found { claim, gid, target })
+    }
+
+    pub fn delete_script(&self) -> String {
+        self.claim.delete_claim() + &self.dnat_script()
+    }
+
+    fn dnat_script(&self) -> String {
+        match self.target {
+            Some(_) => self.claim.delete_dnat(self.gid),
+            None => String::new(),
+        }
+    }
+
+    pub fn published(&self) -> Published {
+        Published {
+            mapping: self.claim.mapping(self.target.map_or(0, |t| t.1)),
+            target: self.target.map(|t| t.0),
+            v6: self.claim.v6,
+        }
+    }
+}
+
+/// Remove in the two steps of [`HostPorts::del`]: the DNAT and hairpin elements, `flush`, the
+/// claims. What was removed.
+pub(super) fn remove(
+    nft: &Nft,
+    found: &[Found],
+    hairpins: &[IpAddr],
+    flush: &mut Flush,
+    what: &str,
+) -> Result<Vec<Published>> {
+    let steer: String = found
+        .iter()
+        .map(Found::dnat_script)
+        .chain(hairpins.iter().map(delete_hairpin))
+        .collect();
+    delete_all(nft, &steer, what)?;
+    let published: Vec<Published> = found.iter().map(Found::published).collect();
+    if !published.is_empty() {
+        flush(&published);
+    }
+    let claims: String = found.iter().map(|f| f.claim.delete_claim()).collect();
+    delete_all(nft, &claims, what)?;
+    Ok(published)
+}
+
+/// The claims of the maps whose element comments satisfy `want`.
+pub(super) fn claims_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for (map, v6, with_ip) in CLAIM_MAPS {
+        for e in dump(nl, map)? {
+            if !want(e.comment.as_deref().unwrap_or_default()) {
+                continue;
+            }
+            if let Some(c) = Claim::decode(v6, with_ip, &e.key) {
+                out.push(Found::read(nl, c, decode_gid(&e.data))?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The hairpin elements (by address) whose comments satisfy `want`.
+pub(super) fn hairpins_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        for e in dump(nl, &hairpin_map(v6))? {
+            if want(e.comment.as_deref().unwrap_or_default()) {
+                if let Some((ip, _)) = decode_target(&[e.key.as_slice(), &[0; 4]].concat()) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Delete in one transaction; when that fails because something vanished meanwhile, delete
+/// what is still there one by one.
+fn delete_all(nft: &Nft, script: &str, what: &str) -> Result<()> {
+    if script.is_empty() {
+        return Ok(());
+    }
+    match nft.run(script) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_missing() => {
+            for line in script.lines() {
+                match nft.run(line) {
+                    Ok(_) => {}
+                    Err(e) if e.is_missing() => {}
+                    Err(e) => return Err(e.cni(what)),
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.cni(what)),
+    }
+}
+
+/// GC: remove the network's masquerade chains (`hp-…`) that no hairpin element jumps to any
+/// more, as the masquerade GC does with its network chains. A concurrent ADD that needs one
+/// again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it missing and
+/// creates it anew. Failures only leave a chain for the next GC.
+pub(super) fn remove_orphan_chains(nft: &Nft, network: &str) {
+    let table = match nft.run_json(&format!("list table {TABLE}")) {
+        Ok(v) => v,
+        Err(e) => {
+            if !e.is_missing() {
+                tracing::warn!("GC: listing {TABLE}: {}", e.0.trim());
+            }
+            return;
+        }
+    };
+    let label = crate::firewall::tag::network_label(network);
+    let orphans = orphan_chains(&table, "hp-", &label);
+    if orphans.is_empty() {
+        return;
+    }
+    let script: String = orphans
+        .iter()
+        .map(|c| format!("delete chain {TABLE} {c}\n"))
+        .collect();
+    match nft.run(&script) {
+        Ok(_) => tracing::info!(?orphans, "GC: removed unused masquerade chains"),
+        Err(e) => tracing::info!("GC: masquerade chains still in use: {}", e.0.trim()),
+    }
+}
