@@ -14,6 +14,16 @@
 //! any other writer (the reference plugin, a crash mid-call) changes that mtime, and the next call
 //! rebuilds the index from a full scan once. Leases holding only a container ID (old reference
 //! versions) are indexed under an empty ifname and match any interface.
+//!
+//! Files are written atomically (temp file + link or rename: a reader never sees a torn file)
+//! but not fsynced, like the reference's. A lease matters only while its container runs, and
+//! no container outlives a crash of the machine, which is the only thing an fsync guards
+//! against; each fsync costs a journal commit (milliseconds, on the ADD path of every pod). What
+//! such a crash can leave: a lease that was never written (harmless: its container is gone), a
+//! removed lease that reappears (a stale lease, as after a missed DEL: GC releases it), an index
+//! entry out of step with the leases (entries are checked against the lease files they name; a
+//! lost entry leaves a stale lease for GC), or an empty lease file (the link reached the disk,
+//! the data did not): GC releases unreadable lease files written before the current boot.
 
 use std::io::ErrorKind;
 use std::net::IpAddr;
@@ -133,15 +143,15 @@ impl Store {
         }
     }
 
-    /// Take `ip` for the attachment; `false` when someone holds it. Durable: a crash never
-    /// loses a lease that ADD reported.
+    /// Take `ip` for the attachment; `false` when someone holds it. Atomic, not fsynced (see
+    /// the module doc).
     pub fn reserve(&self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool> {
         let p = self.lease_path(ip);
         fsutil::create_new_atomic(
             &p,
             format!("{id}\r\n{ifname}").as_bytes(),
             FILE_MODE,
-            Durability::Durable,
+            Durability::BestEffort,
         )
         .map_err(|e| CniError::io(format!("writing lease {}: {e}", p.display())))
     }
@@ -312,10 +322,14 @@ impl Store {
         }
     }
 
-    /// Make the directory's new and removed entries durable.
-    pub fn sync(&self) -> Result<()> {
-        fsutil::sync_dir(&self.dir)
-            .map_err(|e| CniError::io(format!("syncing {}: {e}", self.dir.display())))
+    /// Whether the lease file of `ip` was last written before the machine booted: left by a
+    /// crash, so no running container can hold it.
+    pub fn predates_boot(&self, ip: IpAddr) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(boot) = boot_time() else {
+            return false;
+        };
+        std::fs::symlink_metadata(self.lease_path(ip)).is_ok_and(|m| m.mtime() < boot)
     }
 }
 
@@ -325,6 +339,17 @@ impl Drop for Store {
             self.record_stamp();
         }
     }
+}
+
+/// The boot time (`btime` of /proc/stat), seconds since the epoch.
+fn boot_time() -> Option<i64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// FNV-1a, 64 bit: a stable short name for over-long container IDs.
