@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use runtime::Side;
 
 const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
-     [--rounds N] [--leases N] [--no-reference] [--iptables]
+     [--rounds N] [--leases N] [--no-reference] [--iptables] [--only bridge,portmap]
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
@@ -59,6 +59,8 @@ struct Plan {
     leases: u32,
     hl_rounds: u32,
     sides: Vec<Side>,
+    /// `--only bridge,portmap`: the plugins of the per-plugin part.
+    only: Vec<&'static str>,
 }
 
 fn plan(args: &[String]) -> Result<Plan> {
@@ -81,7 +83,30 @@ fn plan(args: &[String]) -> Result<Plan> {
             ),
         }
     }
+    let only = match args.iter().position(|a| a == "--only") {
+        None => plugins::PLUGINS.to_vec(),
+        Some(i) => {
+            let wanted: Vec<&str> = args
+                .get(i + 1)
+                .map_or("", String::as_str)
+                .split(',')
+                .collect();
+            let v: Vec<&'static str> = plugins::PLUGINS
+                .iter()
+                .copied()
+                .filter(|p| wanted.contains(p))
+                .collect();
+            if v.len() != wanted.len() {
+                bail!(
+                    "--only takes plugin names among {:?}\n{USAGE}",
+                    plugins::PLUGINS
+                );
+            }
+            v
+        }
+    };
     Ok(Plan {
+        only,
         what,
         n: arg(args, "--n", if quick { 20 } else { 1000 })?,
         rounds: arg(args, "--rounds", if quick { 10 } else { 20 })?,
@@ -136,7 +161,7 @@ fn main() -> Result<()> {
     }
     if all || p.what == "plugins" {
         eprintln!("per plugin, {} rounds ...", p.rounds);
-        r.plugins = plugins::run(&p.sides, &plugins::PLUGINS, p.rounds)?;
+        r.plugins = plugins::run(&p.sides, &p.only, p.rounds)?;
     }
     if all || p.what == "chain" {
         eprintln!("chain, N = {}, {} rounds ...", p.n, p.rounds);

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::masq_nft::comment_in;
+use super::masq_nft_script::comment_in;
 use super::nftexec::Nft;
 use super::tag::Tag;
 use crate::error::{CniError, Result};

@@ -1,20 +1,22 @@
 //! Host ports with nftables: `table inet cni_hostport`, tagged map elements (layout and reasons
-//! in the module doc of [`super`]). Changes go through [`Nft`] as one batch per call; ownership
-//! is read with single-key kernel lookups ([`nftset::get`]).
+//! in the module doc of [`super`]). Element changes go to the kernel as one nfnetlink batch per
+//! call ([`nftelem`]), ownership is read with single-key kernel lookups ([`nftset::get`]); the
+//! table, maps and chains are made through [`Nft`] only when the kernel reports them missing.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::nft_script::{
-    create_script, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
+    create_ops, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
     setup_script, Claim, CLAIM_MAPS, TABLE, TABLE_NAME,
 };
 use super::{in_use, DelHint, Forward, HostPorts, Options, Published};
 use crate::error::{CniError, Result};
+use crate::firewall::nftelem::{self, Op};
 use crate::firewall::nftexec::Nft;
 use crate::firewall::nftset::{self, key, Element, INET};
 use crate::firewall::Tag;
-use crate::nfnl::Nfnl;
+use crate::nfnl::{Nfnl, NlErr};
 
 /// The nftables host port driver.
 #[derive(Debug, Clone)]
@@ -54,6 +56,10 @@ fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
     nft.run(script).map(drop).map_err(|e| e.cni(what))
 }
 
+fn commit(nl: &mut Nfnl, ops: &[Op]) -> std::result::Result<(), NlErr> {
+    nftelem::commit(nl, INET, TABLE_NAME, ops)
+}
+
 /// A claim found in the kernel: its group and (when its DNAT element exists) its target.
 struct Found {
     claim: Claim,
@@ -68,12 +74,12 @@ impl Found {
         Ok(Found { claim, gid, target })
     }
 
-    fn delete_script(&self) -> String {
-        let mut s = self.claim.delete_claim();
+    fn delete_ops(&self) -> Vec<Op> {
+        let mut ops = vec![self.claim.delete_claim()];
         if self.target.is_some() {
-            s.push_str(&self.claim.delete_dnat(self.gid));
+            ops.push(self.claim.delete_dnat(self.gid));
         }
-        s
+        ops
     }
 
     fn published(&self) -> Option<Published> {
@@ -115,26 +121,9 @@ fn hairpins_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Result<Vec<IpAd
     Ok(out)
 }
 
-/// Delete in one transaction; when that fails because something vanished meanwhile, delete
-/// what is still there one by one.
-fn delete_all(nft: &Nft, script: &str, what: &str) -> Result<()> {
-    if script.is_empty() {
-        return Ok(());
-    }
-    match nft.run(script) {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_missing() => {
-            for line in script.lines() {
-                match nft.run(line) {
-                    Ok(_) => {}
-                    Err(e) if e.is_missing() => {}
-                    Err(e) => return Err(e.cni(what)),
-                }
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.cni(what)),
-    }
+/// Delete in one transaction (what vanished meanwhile is skipped).
+fn delete_all(nl: &mut Nfnl, ops: &[Op], what: &str) -> Result<()> {
+    nftelem::delete_all(nl, INET, TABLE_NAME, ops).map_err(|e| e.cni(what))
 }
 
 impl NftHostPorts {
@@ -163,7 +152,7 @@ impl NftHostPorts {
     /// The ADD batch met existing keys: another attachment's keys are conflicts; everything of
     /// this attachment (an earlier ADD, whatever its mappings) and stale DNAT and hairpin
     /// elements for these keys are replaced in one transaction.
-    fn replace(&self, nft: &Nft, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+    fn replace(&self, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
         let mut conflicts = Vec::new();
         for f in fwds {
             for m in &f.mappings {
@@ -182,7 +171,7 @@ impl NftHostPorts {
         // This rare path may list our maps: a re-ADD must not leave an earlier ADD's mappings.
         let mine = claims_where(nl, |c| c == tag.as_str())?;
         let mut hairpins = hairpins_where(nl, |c| c == tag.as_str())?;
-        let mut pre: String = mine.iter().map(Found::delete_script).collect();
+        let mut pre: Vec<Op> = mine.iter().flat_map(Found::delete_ops).collect();
         for f in fwds {
             let gid = group_id(self.opts.conditions(f.v6()));
             for m in &f.mappings {
@@ -191,7 +180,7 @@ impl NftHostPorts {
                     .iter()
                     .any(|x| x.claim == c && x.gid == gid && x.target.is_some());
                 if !deleted && get(nl, &c.dnat_map(gid), &c.key_bytes())?.is_some() {
-                    pre.push_str(&c.delete_dnat(gid));
+                    pre.push(c.delete_dnat(gid));
                 }
             }
             let ip = f.container.ip();
@@ -204,8 +193,9 @@ impl NftHostPorts {
         }
         pre.extend(hairpins.iter().map(delete_hairpin));
         tracing::info!("replacing earlier host port entries");
-        match nft.run(&(pre + &create_script(tag, fwds, &self.opts))) {
-            Ok(_) => Ok(()),
+        pre.extend(create_ops(tag, fwds, &self.opts));
+        match commit(nl, &pre) {
+            Ok(()) => Ok(()),
             Err(e) if e.is_exists() => Err(CniError::try_again(
                 "runtimeConfig.portMappings: a concurrent ADD published one of these host ports; \
                  try again",
@@ -220,19 +210,18 @@ impl HostPorts for NftHostPorts {
         if fwds.iter().all(|f| f.mappings.is_empty()) {
             return Ok(());
         }
-        let nft = nft()?;
         let mut nl = socket()?;
         self.check_wildcards(&mut nl, tag, fwds)?;
-        let script = create_script(tag, fwds, &self.opts);
+        let ops = create_ops(tag, fwds, &self.opts);
         for _ in 0..3 {
-            match nft.run(&script) {
-                Ok(_) => return Ok(()),
+            match commit(&mut nl, &ops) {
+                Ok(()) => return Ok(()),
                 Err(e) if e.is_missing() => run(
-                    nft,
+                    nft()?,
                     &setup_script(tag, fwds, &self.opts),
                     "creating table inet cni_hostport",
                 )?,
-                Err(e) if e.is_exists() => return self.replace(nft, &mut nl, tag, fwds),
+                Err(e) if e.is_exists() => return self.replace(&mut nl, tag, fwds),
                 Err(e) => return Err(e.cni("adding host port entries")),
             }
         }
@@ -242,14 +231,6 @@ impl HostPorts for NftHostPorts {
     }
 
     fn del(&self, tag: &Tag, hint: &DelHint) -> Result<Vec<Published>> {
-        let nft = match nft() {
-            Ok(n) => n,
-            // Without nftables tooling nothing of ours can be there to remove.
-            Err(e) => {
-                tracing::warn!("{e}");
-                return Ok(Vec::new());
-            }
-        };
         let mut nl = socket()?;
         let mut found = Vec::new();
         let mut seen = HashSet::new();
@@ -271,7 +252,7 @@ impl HostPorts for NftHostPorts {
         if searched {
             found = claims_where(&mut nl, |c| c == tag.as_str())?;
         }
-        let mut script: String = found.iter().map(Found::delete_script).collect();
+        let mut ops: Vec<Op> = found.iter().flat_map(Found::delete_ops).collect();
         let published: Vec<Published> = found.iter().filter_map(Found::published).collect();
         let mut ips: Vec<IpAddr> = hint.addrs.to_vec();
         ips.extend(published.iter().map(|p| p.target));
@@ -294,8 +275,8 @@ impl HostPorts for NftHostPorts {
                 }
             }
         }
-        script.extend(hairpins.iter().map(delete_hairpin));
-        delete_all(nft, &script, "deleting host port entries")?;
+        ops.extend(hairpins.iter().map(delete_hairpin));
+        delete_all(&mut nl, &ops, "deleting host port entries")?;
         Ok(published)
     }
 
@@ -351,18 +332,17 @@ impl HostPorts for NftHostPorts {
     }
 
     fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Published>> {
-        let nft = nft()?;
         let mut nl = socket()?;
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
         let stale = |c: &str| Tag::in_network(c, network) && !keep.contains(c);
         let found = claims_where(&mut nl, stale)?;
         let hairpins = hairpins_where(&mut nl, stale)?;
-        let mut script: String = found.iter().map(Found::delete_script).collect();
-        script.extend(hairpins.iter().map(delete_hairpin));
-        if !script.is_empty() {
+        let mut ops: Vec<Op> = found.iter().flat_map(Found::delete_ops).collect();
+        ops.extend(hairpins.iter().map(delete_hairpin));
+        if !ops.is_empty() {
             tracing::info!(mappings = found.len(), "GC: removing host port entries");
         }
-        delete_all(nft, &script, "GC of host port entries")?;
+        delete_all(&mut nl, &ops, "GC of host port entries")?;
         Ok(found.iter().filter_map(Found::published).collect())
     }
 
