@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks: build the release binaries, then run cni-bench (sandbox namespaces, needs root).
 # The report (Markdown, the table of docs/benchmarks.md) goes to stdout, progress to stderr.
-#   scripts/bench.sh [all] [--quick] [--n 1000] [--rounds 20] [--leases 60000] [--iptables] [--no-reference]
+#   scripts/bench.sh [all] [--quick] [--n 1000] [--rounds 20] [--leases 60000] [--iptables] [--static]
+#                    [--no-reference] [--only bridge,portmap]
 #       everything: binary sizes, host-local at 60k leases, every plugin, the bridge+host-local+
-#       portmap chain through cnitool for containers 1..N, peak RSS; --quick: N=20, 10 rounds
+#       portmap chain through cnitool for containers 1..N, peak RSS; --quick: N=20, 10 rounds;
+#       --iptables adds ours with the iptables backends, --static ours built as static musl
+#       binaries (needs the x86_64-unknown-linux-musl target: rustup target add ...)
 #   scripts/bench.sh chain|plugins|host-local|rss [options]   one part
 #   scripts/bench.sh bridge [--attached 200] [--rounds 50]     bridge per masquerade backend
 #   scripts/bench.sh portmap [--levels 1,100,1000] [--rounds 20]   portmap at N installed mappings
@@ -25,4 +28,7 @@ if [ ! -x /usr/lib/cni/bridge ] && [ "${CNI_BENCH_NO_INSTALL:-0}" != 1 ] \
         echo "(could not install containernetworking-plugins: running without the reference)" >&2
 fi
 cargo build --release --workspace --bins --locked >&2
+if [[ " $* " == *" --static "* ]]; then
+    cargo build --release --workspace --bins --locked --target x86_64-unknown-linux-musl >&2
+fi
 exec target/release/cni-bench "${@:-all}"

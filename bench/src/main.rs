@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use runtime::Side;
 
 const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
-     [--rounds N] [--leases N] [--no-reference] [--iptables] [--only bridge,portmap]
+     [--rounds N] [--leases N] [--no-reference] [--iptables] [--static] [--only bridge,portmap]
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
@@ -73,6 +73,14 @@ fn plan(args: &[String]) -> Result<Plan> {
     let mut sides = vec![Side::ours()];
     if args.iter().any(|a| a == "--iptables") {
         sides.push(Side::ours_iptables());
+    }
+    if args.iter().any(|a| a == "--static") {
+        match Side::ours_static() {
+            Some(s) => sides.push(s),
+            None => {
+                bail!("--static: build the musl binaries first (scripts/bench.sh --static does)")
+            }
+        }
     }
     if !args.iter().any(|a| a == "--no-reference") {
         match Side::reference() {

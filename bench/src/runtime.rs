@@ -46,6 +46,20 @@ impl Side {
         }
     }
 
+    /// Our plugins built as static musl binaries (`cargo build --release --target
+    /// x86_64-unknown-linux-musl`), when built.
+    pub fn ours_static() -> Option<Side> {
+        let dir = bin_dir()
+            .parent()?
+            .join("x86_64-unknown-linux-musl")
+            .join("release");
+        dir.join("bridge").is_file().then(|| Side {
+            label: "ours (static)",
+            dir,
+            ..Side::ours()
+        })
+    }
+
     /// The reference plugins, when installed.
     pub fn reference() -> Option<Side> {
         Path::new(REFERENCE_DIR)

@@ -109,7 +109,7 @@ impl Nfnl {
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(|e| local(format!("connecting the netfilter netlink socket: {e}")))?;
         let tv = libc::timeval {
-            tv_sec: TIMEOUT.as_secs() as libc::time_t,
+            tv_sec: TIMEOUT.as_secs().try_into().unwrap_or(5),
             tv_usec: 0,
         };
         // SAFETY: the fd is the open socket owned by `sock`; `tv` is a valid timeval whose size
