@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use runtime::Side;
 
 const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
-     [--rounds N] [--leases N] [--no-reference] [--iptables] [--static] [--only bridge,portmap]
+     [--rounds N] [--leases N] [--no-reference] [--iptables] [--static] [--compare DIR]... [--only bridge,portmap]
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
@@ -73,6 +73,14 @@ fn plan(args: &[String]) -> Result<Plan> {
     let mut sides = vec![Side::ours()];
     if args.iter().any(|a| a == "--iptables") {
         sides.push(Side::ours_iptables());
+    }
+    for (i, a) in args.iter().enumerate() {
+        if a == "--compare" {
+            let Some(dir) = args.get(i + 1) else {
+                bail!("--compare needs a directory of plugin binaries\n{USAGE}");
+            };
+            sides.push(Side::other(dir.into()));
+        }
     }
     if args.iter().any(|a| a == "--static") {
         match Side::ours_static() {

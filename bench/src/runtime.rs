@@ -16,7 +16,7 @@ pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 /// One implementation under test.
 #[derive(Debug, Clone)]
 pub struct Side {
-    pub label: &'static str,
+    pub label: String,
     /// CNI_PATH: where its plugins are.
     pub dir: PathBuf,
     /// The reference: no `vxlan`, and its firewall is iptables only.
@@ -30,7 +30,7 @@ pub struct Side {
 impl Side {
     pub fn ours() -> Side {
         Side {
-            label: "ours",
+            label: "ours".into(),
             dir: bin_dir(),
             reference: false,
             iptables: false,
@@ -40,7 +40,7 @@ impl Side {
 
     pub fn ours_iptables() -> Side {
         Side {
-            label: "ours (iptables)",
+            label: "ours (iptables)".into(),
             iptables: true,
             ..Side::ours()
         }
@@ -54,10 +54,23 @@ impl Side {
             .join("x86_64-unknown-linux-musl")
             .join("release");
         dir.join("bridge").is_file().then(|| Side {
-            label: "ours (static)",
+            label: "ours (static)".into(),
             dir,
             ..Side::ours()
         })
+    }
+
+    /// Another build of our plugins (e.g. an older commit's, for a before/after comparison),
+    /// labelled with its directory's name.
+    pub fn other(dir: PathBuf) -> Side {
+        let name = dir
+            .file_name()
+            .map_or("other".into(), |n| n.to_string_lossy().into_owned());
+        Side {
+            label: name,
+            dir,
+            ..Side::ours()
+        }
     }
 
     /// The reference plugins, when installed.
@@ -66,7 +79,7 @@ impl Side {
             .join("bridge")
             .is_file()
             .then(|| Side {
-                label: "reference",
+                label: "reference".into(),
                 dir: PathBuf::from(REFERENCE_DIR),
                 reference: true,
                 iptables: false,
