@@ -15,8 +15,12 @@
 //! rebuilds the index from a full scan once. Leases holding only a container ID (old reference
 //! versions) are indexed under an empty ifname and match any interface.
 //!
-//! Files are written atomically (temp file + link or rename: a reader never sees a torn file)
-//! but not fsynced, like the reference's. A lease matters only while its container runs, and
+//! Leases are created atomically (temp file + link: a lease is complete or absent, also when
+//! the writer is killed); the round-robin cursor, the index entries and the stamp are written
+//! in place under the lock, which costs no temporary name in directories of tens of thousands
+//! of entries. A kill or crash that tears one of those leaves the stamp stale (it is written
+//! last), so the next call rebuilds the index; a torn cursor restarts the round-robin at the
+//! start of the range. Nothing is fsynced, like the reference's files. A lease matters only while its container runs, and
 //! no container outlives a crash of the machine, which is the only thing an fsync guards
 //! against; each fsync costs a journal commit (milliseconds, on the ADD path of every pod). What
 //! such a crash can leave: a lease that was never written (harmless: its container is gone), a
@@ -174,13 +178,8 @@ impl Store {
 
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<()> {
         let p = self.dir.join(format!("{LAST_PREFIX}{set}"));
-        fsutil::write_atomic(
-            &p,
-            ip.to_string().as_bytes(),
-            FILE_MODE,
-            Durability::BestEffort,
-        )
-        .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
+        fsutil::write_in_place(&p, ip.to_string().as_bytes(), FILE_MODE)
+            .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
     }
 
     fn index_path(&self, id: &str, ifname: &str) -> PathBuf {
@@ -213,7 +212,7 @@ impl Store {
             body.push_str(&format!("{ip}\n"));
         }
         let p = self.index_path(id, ifname);
-        fsutil::write_atomic(&p, body.as_bytes(), FILE_MODE, Durability::BestEffort)
+        fsutil::write_in_place(&p, body.as_bytes(), FILE_MODE)
             .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
     }
 
@@ -313,12 +312,7 @@ impl Store {
     /// released; a failure only costs the next call a rebuild.
     fn record_stamp(&self) {
         if let Some(m) = self.dir_mtime() {
-            let _ = fsutil::write_atomic(
-                &self.stamp_path(),
-                m.as_bytes(),
-                FILE_MODE,
-                Durability::BestEffort,
-            );
+            let _ = fsutil::write_in_place(&self.stamp_path(), m.as_bytes(), FILE_MODE);
         }
     }
 
