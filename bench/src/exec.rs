@@ -2,10 +2,16 @@
 //! environment and a small stdin — and measure it: wall time from spawn to reaping, and the
 //! peak resident set size the kernel reports for it (`wait4`'s `ru_maxrss`: the largest of the
 //! process and the children it reaped).
+//!
+//! The harness adds as little as it can to what it measures: the process is spawned from a
+//! thread that entered the namespace beforehand (so the standard library can use
+//! `posix_spawn`, a vfork, instead of a fork of this process for a `setns` between fork and
+//! exec), and stdin, stdout and stderr are memory files rather than pipes (no reader threads
+//! competing for the two CPUs while the process runs).
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,8 +64,17 @@ impl<'a> Spec<'a> {
     /// Run inside `host`; unless it exits 0, an error that names the program and shows what it
     /// printed.
     pub fn run_in(&self, host: &Sandbox) -> Result<Run> {
-        let ns = host.netns();
-        let fd = ns.as_fd().as_raw_fd();
+        host.netns()
+            .run(|| self.run_here())
+            .map_err(|e| anyhow::anyhow!("entering {}: {e}", host.name()))?
+    }
+
+    /// Run in the calling thread's network namespace.
+    fn run_here(&self) -> Result<Run> {
+        let mut stdin = memfd("bench-stdin")?;
+        stdin.write_all(&self.stdin)?;
+        stdin.seek(SeekFrom::Start(0))?;
+        let (mut out, mut err) = (memfd("bench-stdout")?, memfd("bench-stderr")?);
         let mut c = Command::new(self.program);
         c.args(&self.args)
             .env_clear()
@@ -68,45 +83,29 @@ impl<'a> Spec<'a> {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: between fork and exec only the async-signal-safe setns syscall runs, on an fd
-        // that stays open in the parent until the child has been spawned.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(err.try_clone()?));
         let start = Instant::now();
-        let mut child = c
+        let child = c
             .spawn()
             .with_context(|| format!("spawning {}", self.program.display()))?;
-        drop(ns);
-        let pid = child.id() as libc::pid_t;
-        if let Some(mut w) = child.stdin.take() {
-            // Configurations are far smaller than a pipe's buffer; a plugin that exits without
-            // reading is not an error here.
-            let _ = w.write_all(&self.stdin);
-        }
-        let readers = [
-            child.stdout.take().map(reader),
-            child.stderr.take().map(reader),
-        ];
-        let (status, maxrss_kib) = wait4(pid)?;
+        let (status, maxrss_kib) = wait4(child.id() as libc::pid_t)?;
         let elapsed = start.elapsed();
-        let [out, err] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
         if status != 0 {
+            let text = |f: &mut File| -> String {
+                let mut v = Vec::new();
+                let _ = f
+                    .seek(SeekFrom::Start(0))
+                    .and_then(|_| f.read_to_end(&mut v));
+                String::from_utf8_lossy(&v).trim().to_string()
+            };
             bail!(
                 "{} {} exited with status {status}: {}{}",
                 self.program.display(),
                 self.args.join(" "),
-                String::from_utf8_lossy(&out).trim(),
-                String::from_utf8_lossy(&err).trim()
+                text(&mut out),
+                text(&mut err)
             );
         }
         Ok(Run {
@@ -116,12 +115,16 @@ impl<'a> Spec<'a> {
     }
 }
 
-fn reader<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        v
-    })
+/// An anonymous in-memory file.
+fn memfd(name: &str) -> Result<File> {
+    let cname = std::ffi::CString::new(name)?;
+    // SAFETY: a NUL-terminated name and valid flags; the returned descriptor is checked below.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("memfd_create");
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Reap `pid`: (exit status, or 128 + signal; peak RSS in KiB).
