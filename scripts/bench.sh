@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
 # Benchmarks: build the release binaries, then run cni-bench (sandbox namespaces, needs root).
-#   scripts/bench.sh host-local [--leases 60000] [--rounds 200]
-#   scripts/bench.sh bridge [--attached 200] [--rounds 50]
-#   scripts/bench.sh portmap [--levels 1,100,1000] [--rounds 20]
+# The report (Markdown, the table of docs/benchmarks.md) goes to stdout, progress to stderr.
+#   scripts/bench.sh [all] [--quick] [--n 1000] [--rounds 20] [--leases 60000] [--iptables] [--static]
+#                    [--no-reference] [--only bridge,portmap]
+#       everything: binary sizes, host-local at 60k leases, every plugin, the bridge+host-local+
+#       portmap chain through cnitool for containers 1..N, peak RSS; --quick: N=20, 10 rounds;
+#       --iptables adds ours with the iptables backends, --static ours built as static musl
+#       binaries (needs the x86_64-unknown-linux-musl target: rustup target add ...)
+#   scripts/bench.sh chain|plugins|host-local|rss [options]   one part
+#   scripts/bench.sh bridge [--attached 200] [--rounds 50]     bridge per masquerade backend
+#   scripts/bench.sh portmap [--levels 1,100,1000] [--rounds 20]   portmap at N installed mappings
+# The reference plugins (Debian's containernetworking-plugins, in /usr/lib/cni) run side by side
+# when installed; when they are not, they are installed with apt-get unless --no-reference is
+# given or CNI_BENCH_NO_INSTALL=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root "$@"
 ensure_cargo
 ensure_tools ip:iproute2 nft:nftables iptables:iptables
-cargo build --release --workspace --bins --locked
-exec target/release/cni-bench "${@:-host-local}"
+if [ ! -x /usr/lib/cni/bridge ] && [ "${CNI_BENCH_NO_INSTALL:-0}" != 1 ] \
+    && [[ " $* " != *" --no-reference "* ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing the reference plugins (containernetworking-plugins)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null ||
+        echo "(could not install containernetworking-plugins: running without the reference)" >&2
+fi
+cargo build --release --workspace --bins --locked >&2
+if [[ " $* " == *" --static "* ]]; then
+    cargo build --release --workspace --bins --locked --target x86_64-unknown-linux-musl >&2
+fi
+exec target/release/cni-bench "${@:-all}"

@@ -1,19 +1,29 @@
-//! `cni-bench`: whole-process benchmarks of the built plugins in sandbox namespaces.
-//! Run through `scripts/bench.sh`, which builds the release binaries first.
+//! `cni-bench`: whole-process benchmarks of the built plugins in sandbox namespaces, ours and
+//! (when installed) the reference plugins side by side through the same `cnitool`. Run through
+//! `scripts/bench.sh`, which builds the release binaries first. The report goes to stdout as
+//! Markdown; progress to stderr.
 
 // A report tool: its output is the report.
 #![allow(clippy::print_stdout)]
 
 mod bridge;
+mod chain;
+mod exec;
 mod host_local;
+mod plugins;
 mod portmap;
+mod report;
+mod rss;
+mod runtime;
 mod stats;
 
 use anyhow::{bail, Result};
+use runtime::Side;
 
-const USAGE: &str =
-    "usage: cni-bench host-local [--leases N] [--rounds N] | bridge [--attached N] \
-     [--rounds N] | portmap [--levels 1,100,1000] [--rounds N]";
+const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
+     [--rounds N] [--leases N] [--no-reference] [--iptables] [--static] [--compare DIR]... [--only bridge,portmap]
+       cni-bench bridge [--attached N] [--rounds N]
+       cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
 fn arg(args: &[String], name: &str, default: u32) -> Result<u32> {
     match args.iter().position(|a| a == name) {
@@ -41,16 +51,143 @@ fn levels(args: &[String]) -> Result<Vec<u32>> {
     Ok(v)
 }
 
+/// What to run and how much of it.
+struct Plan {
+    what: String,
+    n: u32,
+    rounds: u32,
+    leases: u32,
+    hl_rounds: u32,
+    sides: Vec<Side>,
+    /// `--only bridge,portmap`: the plugins of the per-plugin part.
+    only: Vec<&'static str>,
+}
+
+fn plan(args: &[String]) -> Result<Plan> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let what = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .cloned()
+        .unwrap_or_else(|| "all".into());
+    let mut sides = vec![Side::ours()];
+    if args.iter().any(|a| a == "--iptables") {
+        sides.push(Side::ours_iptables());
+    }
+    for (i, a) in args.iter().enumerate() {
+        if a == "--compare" {
+            let Some(dir) = args.get(i + 1) else {
+                bail!("--compare needs a directory of plugin binaries\n{USAGE}");
+            };
+            sides.push(Side::other(dir.into()));
+        }
+    }
+    if args.iter().any(|a| a == "--static") {
+        match Side::ours_static() {
+            Some(s) => sides.push(s),
+            None => {
+                bail!("--static: build the musl binaries first (scripts/bench.sh --static does)")
+            }
+        }
+    }
+    if !args.iter().any(|a| a == "--no-reference") {
+        match Side::reference() {
+            Some(r) => sides.push(r),
+            None => eprintln!(
+                "(reference plugins not installed in {}: no comparison)",
+                runtime::REFERENCE_DIR
+            ),
+        }
+    }
+    let only = match args.iter().position(|a| a == "--only") {
+        None => plugins::PLUGINS.to_vec(),
+        Some(i) => {
+            let wanted: Vec<&str> = args
+                .get(i + 1)
+                .map_or("", String::as_str)
+                .split(',')
+                .collect();
+            let v: Vec<&'static str> = plugins::PLUGINS
+                .iter()
+                .copied()
+                .filter(|p| wanted.contains(p))
+                .collect();
+            if v.len() != wanted.len() {
+                bail!(
+                    "--only takes plugin names among {:?}\n{USAGE}",
+                    plugins::PLUGINS
+                );
+            }
+            v
+        }
+    };
+    Ok(Plan {
+        only,
+        what,
+        n: arg(args, "--n", if quick { 20 } else { 1000 })?,
+        rounds: arg(args, "--rounds", if quick { 10 } else { 20 })?,
+        leases: arg(args, "--leases", 60_000)?,
+        hl_rounds: arg(args, "--rounds", if quick { 50 } else { 200 })?,
+        sides,
+    })
+}
+
+/// The RSS pass: the chain and every plugin once more, through wrappers.
+fn rss(p: &Plan, r: &mut report::Report) -> Result<()> {
+    for side in p.sides.iter().filter(|s| !s.iptables) {
+        let w = rss::wrap(side)?;
+        chain::run(std::slice::from_ref(&w.side), 2, 2)?;
+        plugins::run(std::slice::from_ref(&w.side), &plugins::PLUGINS, 2)?;
+        r.rss.insert(side.label.to_string(), w.peaks());
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    if let Some(code) = rss::wrapper_main() {
+        std::process::exit(code);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     cni_shared::testkit::require_root();
     match args.first().map(String::as_str) {
-        Some("host-local") => host_local::run(
-            arg(&args, "--leases", 60_000)?,
-            arg(&args, "--rounds", 200)?,
-        ),
-        Some("bridge") => bridge::run(arg(&args, "--attached", 200)?, arg(&args, "--rounds", 50)?),
-        Some("portmap") => portmap::run(&levels(&args)?, arg(&args, "--rounds", 20)?),
-        _ => bail!("{USAGE}"),
+        Some("bridge") => {
+            return bridge::run(arg(&args, "--attached", 200)?, arg(&args, "--rounds", 50)?)
+        }
+        Some("portmap") => return portmap::run(&levels(&args)?, arg(&args, "--rounds", 20)?),
+        Some("all" | "chain" | "plugins" | "host-local" | "rss") | None => {}
+        Some(a) if a.starts_with("--") => {}
+        Some(_) => bail!("{USAGE}"),
     }
+    let p = plan(&args)?;
+    let mut r = report::Report {
+        command: format!("scripts/bench.sh {}", args.join(" "))
+            .trim()
+            .to_string(),
+        machine: report::machine(),
+        load_before: report::loadavg(),
+        ..report::Report::default()
+    };
+    let all = p.what == "all";
+    let ours = cni_shared::testkit::bin_dir();
+    let reference = p.sides.iter().find(|s| s.reference).map(|s| s.dir.clone());
+    r.sizes = report::sizes(&ours, reference.as_deref());
+    if all || p.what == "host-local" {
+        eprintln!("host-local with {} leases ...", p.leases);
+        r.host_local = host_local::run(&p.sides, p.leases, p.hl_rounds)?;
+    }
+    if all || p.what == "plugins" {
+        eprintln!("per plugin, {} rounds ...", p.rounds);
+        r.plugins = plugins::run(&p.sides, &p.only, p.rounds)?;
+    }
+    if all || p.what == "chain" {
+        eprintln!("chain, N = {}, {} rounds ...", p.n, p.rounds);
+        r.chain = chain::run(&p.sides, p.n, p.rounds)?;
+    }
+    if all || p.what == "rss" {
+        eprintln!("peak RSS ...");
+        rss(&p, &mut r)?;
+    }
+    r.load_after = report::loadavg();
+    println!("{}", r.render());
+    Ok(())
 }

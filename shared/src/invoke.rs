@@ -96,6 +96,9 @@ pub fn exec(program: &Path, command: Command, env: &PluginEnv, stdin: &[u8]) -> 
     communicate(p, stdin)
 }
 
+/// The largest stdin written without a helper thread: a pipe holds at least one page.
+const DIRECT_STDIN_MAX: usize = 4096;
+
 /// Spawn a prepared plugin process, feed it `stdin`, and interpret its exit.
 pub fn communicate(mut p: Process, stdin: &[u8]) -> Result<Vec<u8>> {
     let name = p.get_program().to_string_lossy().into_owned();
@@ -105,12 +108,19 @@ pub fn communicate(mut p: Process, stdin: &[u8]) -> Result<Vec<u8>> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| CniError::io(format!("executing plugin {name}: {e}")))?;
-    let feeder = child.stdin.take().map(|mut pipe| {
+    // A plugin may exit without reading stdin (e.g. an early error): EPIPE is ignored. A
+    // configuration that fits a pipe's smallest buffer (one page) is written at once; a larger
+    // one from a thread, so that a plugin that answers before it has read everything cannot
+    // block us both.
+    let feeder = child.stdin.take().and_then(|mut pipe| {
+        if stdin.len() <= DIRECT_STDIN_MAX {
+            let _ = pipe.write_all(stdin);
+            return None;
+        }
         let data = stdin.to_vec();
-        std::thread::spawn(move || {
-            // A plugin may exit without reading stdin (e.g. an early error): ignore EPIPE.
+        Some(std::thread::spawn(move || {
             let _ = pipe.write_all(&data);
-        })
+        }))
     });
     let out = child
         .wait_with_output()

@@ -5,8 +5,16 @@
 //!
 //! The socket belongs to the network namespace of the thread that opens it (see `netns`).
 //! Every read is bounded by a receive timeout.
+//!
+//! Closing a netfilter socket waits until the kernel has finished the nf_tables deletions
+//! committed so far (it flushes its destroy work, which waits for an RCU grace period: 10-20 ms
+//! here), whoever committed them. So a dropped socket is not closed at once: it stays open until
+//! the process exits, and the wait, if any is left by then, overlaps the work that came after
+//! the deletion (portmap's DEL: the conntrack flush) instead of adding to it.
 
+use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
@@ -15,6 +23,10 @@ use crate::error::CniError;
 
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLA_F_NESTED: u16 = 0x8000;
 /// Set by the kernel on the messages of a dump that met a concurrent change (its answer may
@@ -31,8 +43,25 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An nfnetlink socket.
 pub struct Nfnl {
-    sock: Socket,
+    sock: ManuallyDrop<Socket>,
     seq: u32,
+}
+
+/// Sockets dropped but kept open until exit (see the module doc); beyond this many, a dropped
+/// socket is closed at once.
+const LINGER_MAX: usize = 16;
+static LINGERING: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+
+impl Drop for Nfnl {
+    fn drop(&mut self) {
+        // SAFETY: `sock` is taken exactly once, here, and never used again.
+        let sock = unsafe { ManuallyDrop::take(&mut self.sock) };
+        if let Ok(mut l) = LINGERING.lock() {
+            if l.len() < LINGER_MAX {
+                l.push(sock);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Nfnl {
@@ -51,6 +80,9 @@ pub struct NlErr {
 impl NlErr {
     pub fn is_missing(&self) -> bool {
         self.errno == libc::ENOENT
+    }
+    pub fn is_exists(&self) -> bool {
+        self.errno == libc::EEXIST
     }
     pub fn cni(&self, what: &str) -> CniError {
         CniError::internal(format!("{what}: {}", self.what))
@@ -82,7 +114,7 @@ impl Nfnl {
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(|e| local(format!("connecting the netfilter netlink socket: {e}")))?;
         let tv = libc::timeval {
-            tv_sec: TIMEOUT.as_secs() as libc::time_t,
+            tv_sec: TIMEOUT.as_secs().try_into().unwrap_or(5),
             tv_usec: 0,
         };
         // SAFETY: the fd is the open socket owned by `sock`; `tv` is a valid timeval whose size
@@ -99,7 +131,114 @@ impl Nfnl {
         if rc != 0 {
             return Err(local("setting a receive timeout on the netlink socket"));
         }
-        Ok(Nfnl { sock, seq: 1 })
+        // Acknowledgements and errors without a copy of the request: smaller replies.
+        let one: libc::c_int = 1;
+        // SAFETY: as above, with an int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_CAP_ACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(local("setting NETLINK_CAP_ACK on the netlink socket"));
+        }
+        Ok(Nfnl {
+            sock: ManuallyDrop::new(sock),
+            seq: 1,
+        })
+    }
+
+    /// Append one message to `buf`; its sequence number.
+    fn encode(
+        &mut self,
+        buf: &mut Vec<u8>,
+        msg_type: u16,
+        flags: u16,
+        family: u8,
+        res_id: u16,
+        attrs: &[u8],
+    ) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        let len = HDR + NFGEN + attrs.len();
+        buf.extend_from_slice(&(len as u32).to_ne_bytes());
+        buf.extend_from_slice(&msg_type.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&self.seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.push(family);
+        buf.push(0);
+        buf.extend_from_slice(&res_id.to_be_bytes());
+        buf.extend_from_slice(attrs);
+        buf.resize(align(buf.len()), 0);
+        self.seq
+    }
+
+    /// Send `msgs` — `(type, flags, family, attributes)` of subsystem `subsys` — as one batch
+    /// (one transaction: the kernel applies all or none). The first error the kernel reports
+    /// ends it with that errno.
+    ///
+    /// Only the last message asks for an acknowledgement: the kernel reports every failed
+    /// message anyway, and answers all of a batch at once after its last message, so that
+    /// answer means done. (Acknowledging each message could overflow the receive buffer.)
+    pub fn batch(
+        &mut self,
+        subsys: u16,
+        msgs: &[(u16, u16, u8, Vec<u8>)],
+    ) -> std::result::Result<(), NlErr> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        let first = self.encode(
+            &mut buf,
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            0,
+            subsys,
+            &[],
+        );
+        let mut acked = first;
+        for (i, (t, flags, family, attrs)) in msgs.iter().enumerate() {
+            let ack = if i + 1 == msgs.len() { NLM_F_ACK } else { 0 };
+            acked = self.encode(&mut buf, *t, flags | NLM_F_REQUEST | ack, *family, 0, attrs);
+        }
+        let last = self.encode(&mut buf, NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, subsys, &[]);
+        self.sock
+            .send(&buf, 0)
+            .map_err(|e| local(format!("sending a netlink batch: {e}")))?;
+        let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
+        loop {
+            rx.clear();
+            self.sock
+                .recv(&mut rx, 0)
+                .map_err(|e| local(format!("reading a netlink reply: {e}")))?;
+            for (mtype, _, mseq, body) in messages(&rx)? {
+                // Replies to an earlier request on this socket are not ours.
+                let ours = mseq.wrapping_sub(first) <= last.wrapping_sub(first);
+                if mtype != NLMSG_ERROR || !ours {
+                    continue;
+                }
+                let code = body
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i32::from_ne_bytes);
+                // An error may also answer the batch's begin (the whole batch refused).
+                if code != 0 {
+                    let errno = -code;
+                    return Err(NlErr {
+                        errno,
+                        what: std::io::Error::from_raw_os_error(errno).to_string(),
+                    });
+                }
+                if mseq == acked {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Send one request and collect its replies until the ACK (or DONE for a dump). A kernel
@@ -133,17 +272,8 @@ impl Nfnl {
         family: u8,
         attrs: &[u8],
     ) -> std::result::Result<Vec<Reply>, NlErr> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let len = HDR + NFGEN + attrs.len();
-        let mut buf = Vec::with_capacity(len);
-        buf.extend_from_slice(&(len as u32).to_ne_bytes());
-        buf.extend_from_slice(&msg_type.to_ne_bytes());
-        buf.extend_from_slice(&flags.to_ne_bytes());
-        buf.extend_from_slice(&seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes());
-        buf.extend_from_slice(&[family, 0, 0, 0]);
-        buf.extend_from_slice(attrs);
+        let mut buf = Vec::new();
+        let seq = self.encode(&mut buf, msg_type, flags, family, 0, attrs);
         self.sock
             .send(&buf, 0)
             .map_err(|e| local(format!("sending a netlink request: {e}")))?;
@@ -156,22 +286,7 @@ impl Nfnl {
             self.sock
                 .recv(&mut rx, 0)
                 .map_err(|e| local(format!("reading a netlink reply: {e}")))?;
-            let mut off = 0;
-            while off + HDR <= rx.len() {
-                let u32_at = |o: usize| {
-                    rx.get(o..o + 4)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, u32::from_ne_bytes)
-                };
-                let mlen = u32_at(off) as usize;
-                let mtype = u32_at(off + 4) as u16;
-                let mflags = (u32_at(off + 4) >> 16) as u16;
-                let mseq = u32_at(off + 8);
-                if mlen < HDR || off + mlen > rx.len() {
-                    return Err(local("malformed netlink reply"));
-                }
-                let body = &rx[off + HDR..off + mlen];
-                off += align(mlen);
+            for (mtype, mflags, mseq, body) in messages(&rx)? {
                 if mseq != seq {
                     continue;
                 }
@@ -218,6 +333,39 @@ impl Nfnl {
 
 fn align(n: usize) -> usize {
     (n + 3) & !3
+}
+
+/// One message of a datagram: type, flags, sequence number, body after the header.
+type Message<'a> = (u16, u16, u32, &'a [u8]);
+
+/// The messages in one datagram.
+fn messages(rx: &[u8]) -> std::result::Result<Vec<Message<'_>>, NlErr> {
+    let u32_at = |o: usize| {
+        rx.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_ne_bytes)
+    };
+    let u16_at = |o: usize| {
+        rx.get(o..o + 2)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u16::from_ne_bytes)
+    };
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + HDR <= rx.len() {
+        let mlen = u32_at(off) as usize;
+        if mlen < HDR || off + mlen > rx.len() {
+            return Err(local("malformed netlink reply"));
+        }
+        out.push((
+            u16_at(off + 4),
+            u16_at(off + 6),
+            u32_at(off + 8),
+            &rx[off + HDR..off + mlen],
+        ));
+        off += align(mlen);
+    }
+    Ok(out)
 }
 
 /// Builds netlink attributes.

@@ -66,7 +66,6 @@ pub fn allocate(
         }
         return result;
     }
-    store.sync()?;
     result
 }
 
@@ -205,18 +204,23 @@ pub fn release(store: &Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
     if store.index_get(id, "").is_some() {
         store.index_remove(id, "")?;
     }
-    store.sync()?;
     Ok(held)
 }
 
-/// GC: release every lease whose attachment is not in `valid`. Garbage files are reported and
-/// left alone. Returns the released addresses.
+/// GC: release every lease whose attachment is not in `valid`. Unreadable lease files are
+/// reported and left alone, unless they were written before the current boot (what a crash
+/// leaves: see the store). Returns the released addresses.
 pub fn collect_garbage(store: &Store, valid: &[(String, String)]) -> Result<Vec<IpAddr>> {
     store.ensure_index()?;
     let is_valid = |o: &Owner| valid.iter().any(|(id, ifname)| o.matches(id, ifname));
     let mut released = Vec::new();
     for (ip, owner) in store.scan()? {
         match &owner {
+            Owner::Garbage(what) if store.predates_boot(ip) => {
+                tracing::warn!(%ip, "lease file is unreadable ({what:?}) and predates the boot; released");
+                store.release(ip)?;
+                released.push(ip);
+            }
             Owner::Garbage(what) => {
                 tracing::warn!(%ip, "lease file is unreadable ({what:?}); left in place");
             }
@@ -233,6 +237,5 @@ pub fn collect_garbage(store: &Store, valid: &[(String, String)]) -> Result<Vec<
             let _ = std::fs::remove_file(path);
         }
     }
-    store.sync()?;
     Ok(released)
 }

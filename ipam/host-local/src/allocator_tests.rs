@@ -245,6 +245,22 @@ fn garbage_lease_files_are_skipped_not_fatal() {
 }
 
 #[test]
+fn gc_releases_garbage_lease_files_from_before_the_boot() {
+    let d = tmp("garbage-boot");
+    let c = cfg(&d, vec![set("10.0.0.0/24", None, None)]);
+    let s = Store::open_locked(&c.network_dir()).unwrap();
+    let old = c.network_dir().join("10.0.0.2");
+    std::fs::write(&old, "").unwrap();
+    let f = std::fs::File::options().write(true).open(&old).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+        .unwrap();
+    std::fs::write(c.network_dir().join("10.0.0.3"), "").unwrap();
+    let released = allocator::collect_garbage(&s, &[]).unwrap();
+    assert_eq!(released, [ip("10.0.0.2")], "what a crash left is released");
+    assert_eq!(files(&c), ["10.0.0.3"], "recent garbage stays");
+}
+
+#[test]
 fn gc_releases_exactly_the_stale_attachments() {
     let d = tmp("gc");
     let c = cfg(&d, vec![set("10.0.0.0/24", None, None)]);

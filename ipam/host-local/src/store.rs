@@ -14,6 +14,20 @@
 //! any other writer (the reference plugin, a crash mid-call) changes that mtime, and the next call
 //! rebuilds the index from a full scan once. Leases holding only a container ID (old reference
 //! versions) are indexed under an empty ifname and match any interface.
+//!
+//! Leases are created atomically (temp file + link: a lease is complete or absent, also when
+//! the writer is killed); the round-robin cursor, the index entries and the stamp are written
+//! in place under the lock, which costs no temporary name in directories of tens of thousands
+//! of entries. A kill or crash that tears one of those leaves the stamp stale (it is written
+//! last), so the next call rebuilds the index; a torn cursor restarts the round-robin at the
+//! start of the range. Nothing is fsynced, like the reference's files. A lease matters only while its container runs, and
+//! no container outlives a crash of the machine, which is the only thing an fsync guards
+//! against; each fsync costs a journal commit (milliseconds, on the ADD path of every pod). What
+//! such a crash can leave: a lease that was never written (harmless: its container is gone), a
+//! removed lease that reappears (a stale lease, as after a missed DEL: GC releases it), an index
+//! entry out of step with the leases (entries are checked against the lease files they name; a
+//! lost entry leaves a stale lease for GC), or an empty lease file (the link reached the disk,
+//! the data did not): GC releases unreadable lease files written before the current boot.
 
 use std::io::ErrorKind;
 use std::net::IpAddr;
@@ -137,15 +151,15 @@ impl Store {
         }
     }
 
-    /// Take `ip` for the attachment; `false` when someone holds it. Durable: a crash never
-    /// loses a lease that ADD reported.
+    /// Take `ip` for the attachment; `false` when someone holds it. Atomic, not fsynced (see
+    /// the module doc).
     pub fn reserve(&self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool> {
         let p = self.lease_path(ip);
         fsutil::create_new_atomic(
             &p,
             format!("{id}\r\n{ifname}").as_bytes(),
             FILE_MODE,
-            Durability::Durable,
+            Durability::BestEffort,
         )
         .map_err(|e| CniError::io(format!("writing lease {}: {e}", p.display())))
     }
@@ -168,13 +182,8 @@ impl Store {
 
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<()> {
         let p = self.dir.join(format!("{LAST_PREFIX}{set}"));
-        fsutil::write_atomic(
-            &p,
-            ip.to_string().as_bytes(),
-            FILE_MODE,
-            Durability::BestEffort,
-        )
-        .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
+        fsutil::write_in_place(&p, ip.to_string().as_bytes(), FILE_MODE)
+            .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
     }
 
     fn index_path(&self, id: &str, ifname: &str) -> PathBuf {
@@ -207,7 +216,7 @@ impl Store {
             body.push_str(&format!("{ip}\n"));
         }
         let p = self.index_path(id, ifname);
-        fsutil::write_atomic(&p, body.as_bytes(), FILE_MODE, Durability::BestEffort)
+        fsutil::write_in_place(&p, body.as_bytes(), FILE_MODE)
             .map_err(|e| CniError::io(format!("writing {}: {e}", p.display())))
     }
 
@@ -313,19 +322,18 @@ impl Store {
     /// released; a failure only costs the next call a rebuild.
     fn record_stamp(&self) {
         if let Some(m) = self.dir_mtime() {
-            let _ = fsutil::write_atomic(
-                &self.stamp_path(),
-                m.as_bytes(),
-                FILE_MODE,
-                Durability::BestEffort,
-            );
+            let _ = fsutil::write_in_place(&self.stamp_path(), m.as_bytes(), FILE_MODE);
         }
     }
 
-    /// Make the directory's new and removed entries durable.
-    pub fn sync(&self) -> Result<()> {
-        fsutil::sync_dir(&self.dir)
-            .map_err(|e| CniError::io(format!("syncing {}: {e}", self.dir.display())))
+    /// Whether the lease file of `ip` was last written before the machine booted: left by a
+    /// crash, so no running container can hold it.
+    pub fn predates_boot(&self, ip: IpAddr) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(boot) = boot_time() else {
+            return false;
+        };
+        std::fs::symlink_metadata(self.lease_path(ip)).is_ok_and(|m| m.mtime() < boot)
     }
 }
 
@@ -335,6 +343,17 @@ impl Drop for Store {
             self.record_stamp();
         }
     }
+}
+
+/// The boot time (`btime` of /proc/stat), seconds since the epoch.
+fn boot_time() -> Option<i64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// FNV-1a, 64 bit: a stable short name for over-long container IDs.

@@ -150,7 +150,10 @@ pub fn ensure_bridge(nl: &Netlink, cfg: &AttachConfig) -> Result<Link> {
 pub fn ensure_bridge_created(nl: &Netlink, cfg: &AttachConfig) -> Result<(Link, bool)> {
     let opts = BridgeOpts {
         mtu: cfg.mtu,
-        mac: None,
+        // A MAC of its own: otherwise the kernel gives the bridge its lowest port's MAC, which
+        // changes as containers come and go (stale gateway entries in the containers' ARP
+        // caches) and costs a walk over every port on every port added or removed.
+        mac: Some(Mac::random_local()?),
         vlan_filtering: cfg.uses_vlans().then_some(true),
         up: true,
     };

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::masq_nft::comment_in;
 use super::nftexec::Nft;
+use super::nftjson::comment_in;
 use super::tag::Tag;
 use crate::error::{CniError, Result};
 use crate::mac::Mac;

@@ -1,117 +1,70 @@
 //! Masquerade with nftables: `table inet cni_masq`, one verdict-map element per container
-//! address, tagged. Layout and reasons in the module doc of [`super`].
+//! address, tagged. Layout and reasons in the module doc of [`super`]. Element changes and
+//! lookups go straight to the kernel ([`nftelem`], [`nftset`]); the table and the network
+//! chains are made through [`Nft`] only when the kernel reports them missing, and GC lists the
+//! table through it.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::nftexec::{Nft, NftError};
-pub use super::nftjson::{chains_of, comment_in, elements_of, Element};
-use super::tag::{fnv1a, Tag};
-use super::{subnet_of, Masquerade};
+use super::masq_nft_script::{
+    base_script, create_ops, delete_ops, map_of, net_chains_script, TABLE, TABLE_NAME,
+};
+use super::nftelem::{self, Op};
+use super::nftexec::Nft;
+use super::nftjson::{chains_of, elements_of, Element};
+use super::nftset::{self, key, INET};
+use super::tag::Tag;
+use super::Masquerade;
 use crate::error::{CniError, Result};
-
-pub const TABLE: &str = "inet cni_masq";
+use crate::nfnl::{Nfnl, NlErr};
 
 /// The nftables masquerade driver.
 #[derive(Debug, Clone, Copy)]
 pub struct NftMasq;
 
-fn map_of(ip: &IpAddr) -> &'static str {
-    if ip.is_ipv4() {
-        "masq4"
-    } else {
-        "masq6"
-    }
+fn socket() -> Result<Nfnl> {
+    Nfnl::open().map_err(|e| e.cni("ipMasqBackend nftables"))
 }
 
-/// The table, the two maps and the base chain. Idempotent (the base chain's rules are flushed
-/// and re-added in the same transaction).
-pub fn base_script() -> String {
-    format!(
-        "add table {TABLE}\n\
-         add map {TABLE} masq4 {{ type ipv4_addr : verdict; }}\n\
-         add map {TABLE} masq6 {{ type ipv6_addr : verdict; }}\n\
-         add chain {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
-         flush chain {TABLE} postrouting\n\
-         add rule {TABLE} postrouting ip saddr vmap @masq4\n\
-         add rule {TABLE} postrouting ip6 saddr vmap @masq6\n"
-    )
+fn nft() -> Result<&'static Nft> {
+    Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))
 }
 
-/// The chain shared by the attachments of one network with addresses in one subnet.
-pub fn net_chain_name(tag: &Tag, addr: &IpNetwork) -> String {
-    let key = format!("{} {}", tag.network_label(), subnet_of(addr));
-    format!("net-{:016x}", fnv1a(key.as_bytes()))
+fn commit(nl: &mut Nfnl, ops: &[Op]) -> std::result::Result<(), NlErr> {
+    nftelem::commit(nl, INET, TABLE_NAME, ops)
 }
 
-/// Create (or refresh) the network chains the addresses need. Idempotent.
-pub fn net_chains_script(tag: &Tag, addrs: &[IpNetwork]) -> String {
-    let mut s = String::new();
-    let mut seen = HashSet::new();
-    for a in addrs {
-        let name = net_chain_name(tag, a);
-        if !seen.insert(name.clone()) {
-            continue;
-        }
-        let subnet = subnet_of(a);
-        let (proto, mcast) = if a.is_ipv4() {
-            ("ip", "224.0.0.0/4")
-        } else {
-            ("ip6", "ff00::/8")
-        };
-        s.push_str(&format!(
-            "add chain {TABLE} {name}\n\
-             flush chain {TABLE} {name}\n\
-             add rule {TABLE} {name} {proto} daddr != {subnet} {proto} daddr != {mcast} \
-             masquerade comment \"{} {subnet}\"\n",
-            tag.network_label()
-        ));
-    }
-    s
+/// The comment (owner tag) of the element for `ip`; `None` when there is no element (or no
+/// table).
+fn owner(nl: &mut Nfnl, ip: &IpAddr) -> Result<Option<String>> {
+    nftset::get(nl, INET, TABLE_NAME, map_of(ip), &key::addr(ip))
+        .map(|e| e.map(|e| e.comment.unwrap_or_default()))
+        .map_err(|e| e.cni(&format!("looking up the masquerade entry of {ip}")))
 }
 
-/// One `create element` per address (fails with EEXIST when an address has an entry).
-pub fn create_script(tag: &Tag, addrs: &[IpNetwork]) -> String {
-    addrs
-        .iter()
-        .map(|a| {
-            format!(
-                "create element {TABLE} {} {{ {} comment \"{tag}\" : jump {} }}\n",
-                map_of(&a.ip()),
-                a.ip(),
-                net_chain_name(tag, a)
-            )
-        })
-        .collect()
-}
-
-pub fn delete_script(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(|ip| format!("delete element {TABLE} {} {{ {ip} }}\n", map_of(ip)))
-        .collect()
-}
-
-/// The comment of the element for `ip`, from `get element` text output; `None` when there is
-/// no element (or no table).
-fn owner(nft: &Nft, ip: &IpAddr) -> Result<Option<String>> {
-    match nft.run(&format!("get element {TABLE} {} {{ {ip} }}", map_of(ip))) {
-        Ok(text) => Ok(Some(comment_in(&text).unwrap_or_default())),
-        Err(e) if e.is_missing() => Ok(None),
-        Err(e) => Err(e.cni(&format!("looking up the masquerade entry of {ip}"))),
-    }
-}
-
-/// Every element of both maps.
-fn list_all(nft: &Nft) -> Result<Vec<Element>> {
+/// Every element of both maps (DEL that knows no address of the attachment).
+fn list_all(nl: &mut Nfnl) -> Result<Vec<Element>> {
     let mut out = Vec::new();
     for map in ["masq4", "masq6"] {
-        match nft.run_json(&format!("list map {TABLE} {map}")) {
-            Ok(v) => out.extend(elements_of(&v)),
-            Err(e) if e.is_missing() => {}
-            Err(e) => return Err(e.cni(&format!("listing {TABLE} {map}"))),
-        }
+        let elems = nftset::dump(nl, INET, TABLE_NAME, map)
+            .map_err(|e| e.cni(&format!("listing {TABLE} {map}")))?;
+        out.extend(elems.into_iter().filter_map(|e| {
+            let ip = match e.key.len() {
+                4 => <[u8; 4]>::try_from(e.key.as_slice()).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(e.key.as_slice())
+                    .ok()
+                    .map(IpAddr::from),
+                _ => None,
+            }?;
+            Some(Element {
+                ip,
+                comment: e.comment.unwrap_or_default(),
+                target: e.chain.unwrap_or_default(),
+            })
+        }));
     }
     Ok(out)
 }
@@ -121,7 +74,8 @@ fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
 }
 
 impl NftMasq {
-    fn setup(nft: &Nft, tag: &Tag, addrs: &[IpNetwork]) -> Result<()> {
+    fn setup(tag: &Tag, addrs: &[IpNetwork]) -> Result<()> {
+        let nft = nft()?;
         let chains = net_chains_script(tag, addrs);
         match nft.run(&chains) {
             Ok(_) => Ok(()),
@@ -136,16 +90,17 @@ impl NftMasq {
 
     /// Replace existing elements for these addresses (a stale attachment's, or our own from an
     /// earlier ADD) in one transaction.
-    fn replace(nft: &Nft, tag: &Tag, addrs: &[IpNetwork]) -> Result<()> {
+    fn replace(nl: &mut Nfnl, tag: &Tag, addrs: &[IpNetwork]) -> Result<()> {
         let mut existing = Vec::new();
         for a in addrs {
-            if let Some(other) = owner(nft, &a.ip())? {
+            if let Some(other) = owner(nl, &a.ip())? {
                 tracing::info!(ip = %a.ip(), owner = other, "replacing a stale masquerade entry");
                 existing.push(a.ip());
             }
         }
-        let script = delete_script(&existing) + &create_script(tag, addrs);
-        run(nft, &script, "replacing masquerade entries")
+        let mut ops = delete_ops(&existing);
+        ops.extend(create_ops(tag, addrs));
+        commit(nl, &ops).map_err(|e| e.cni("replacing masquerade entries"))
     }
 }
 
@@ -154,46 +109,44 @@ impl Masquerade for NftMasq {
         if addrs.is_empty() {
             return Ok(());
         }
-        let nft = Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))?;
-        let script = create_script(tag, addrs);
-        let mut last = NftError(String::new());
+        let mut nl = socket()?;
+        let ops = create_ops(tag, addrs);
         for _ in 0..3 {
-            match nft.run(&script) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_missing() => Self::setup(nft, tag, addrs)?,
-                Err(e) if e.is_exists() => return Self::replace(nft, tag, addrs),
+            match commit(&mut nl, &ops) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_missing() => Self::setup(tag, addrs)?,
+                Err(e) if e.is_exists() => return Self::replace(&mut nl, tag, addrs),
                 Err(e) => return Err(e.cni("adding masquerade entries")),
             }
-            last = NftError("the table or chain vanished again right after setup".into());
         }
-        Err(last.cni("adding masquerade entries"))
+        Err(CniError::try_again(
+            "ipMasqBackend nftables: the table or chain vanished again right after setup",
+        ))
     }
 
     fn del(&self, tag: &Tag, hints: &[IpAddr]) -> Result<()> {
-        let nft = Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))?;
+        let mut nl = socket()?;
         let mut ours = Vec::new();
         for ip in hints {
-            if !ours.contains(ip) && owner(nft, ip)?.as_deref() == Some(tag.as_str()) {
+            if !ours.contains(ip) && owner(&mut nl, ip)?.as_deref() == Some(tag.as_str()) {
                 ours.push(*ip);
             }
         }
         if ours.is_empty() {
-            ours = list_all(nft)?
+            ours = list_all(&mut nl)?
                 .into_iter()
                 .filter(|e| e.comment == tag.as_str())
                 .map(|e| e.ip)
                 .collect();
         }
-        if ours.is_empty() {
-            return Ok(());
-        }
-        run(nft, &delete_script(&ours), "deleting masquerade entries")
+        nftelem::delete_all(&mut nl, INET, TABLE_NAME, &delete_ops(&ours))
+            .map_err(|e| e.cni("deleting masquerade entries"))
     }
 
     fn check(&self, tag: &Tag, addrs: &[IpNetwork]) -> Result<()> {
-        let nft = Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))?;
+        let mut nl = socket()?;
         for a in addrs {
-            match owner(nft, &a.ip())? {
+            match owner(&mut nl, &a.ip())? {
                 Some(c) if c == tag.as_str() => {}
                 Some(c) => {
                     return Err(CniError::internal(format!(
@@ -213,7 +166,7 @@ impl Masquerade for NftMasq {
     }
 
     fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<()> {
-        let nft = Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))?;
+        let nft = nft()?;
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
         // GC is rare: one listing of our own table serves both steps.
         let table = match nft.run_json(&format!("list table {TABLE}")) {
@@ -228,7 +181,9 @@ impl Masquerade for NftMasq {
         if !stale.is_empty() {
             let ips: Vec<IpAddr> = stale.iter().map(|e| e.ip).collect();
             tracing::info!(?ips, "GC: removing masquerade entries");
-            run(nft, &delete_script(&ips), "GC of masquerade entries")?;
+            let mut nl = socket()?;
+            nftelem::delete_all(&mut nl, INET, TABLE_NAME, &delete_ops(&ips))
+                .map_err(|e| e.cni("GC of masquerade entries"))?;
         }
         // The network's chains no element jumps to any more. A concurrent ADD that needs one
         // again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it
@@ -251,7 +206,7 @@ impl Masquerade for NftMasq {
     }
 
     fn status(&self) -> Result<()> {
-        let nft = Nft::get().map_err(|e| e.context("ipMasqBackend nftables"))?;
+        let nft = nft()?;
         // A read-only round trip: the kernel must speak nf_tables too.
         nft.run("list tables").map(drop).map_err(|e| {
             CniError::not_available(format!(
@@ -259,46 +214,5 @@ impl Masquerade for NftMasq {
                 e.0.trim()
             ))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn net(s: &str) -> IpNetwork {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn scripts() {
-        let tag = Tag::new("mynet", "ctr1", "eth0");
-        let addrs = [net("10.22.0.5/16"), net("fd00::5/64")];
-        let c4 = net_chain_name(&tag, &addrs[0]);
-        let c6 = net_chain_name(&tag, &addrs[1]);
-        assert_ne!(c4, c6);
-        assert_eq!(
-            c4,
-            net_chain_name(&Tag::new("mynet", "other", "eth1"), &addrs[0])
-        );
-        assert_eq!(
-            create_script(&tag, &addrs),
-            format!(
-                "create element inet cni_masq masq4 {{ 10.22.0.5 comment \"cni:mynet/ctr1/eth0\" : jump {c4} }}\n\
-                 create element inet cni_masq masq6 {{ fd00::5 comment \"cni:mynet/ctr1/eth0\" : jump {c6} }}\n"
-            )
-        );
-        let chains = net_chains_script(&tag, &[addrs[0], net("10.22.0.6/16"), addrs[1]]);
-        assert_eq!(chains.matches("add chain").count(), 2, "{chains}");
-        assert!(chains.contains(&format!(
-            "add rule inet cni_masq {c4} ip daddr != 10.22.0.0/16 ip daddr != 224.0.0.0/4 \
-             masquerade comment \"cni:mynet 10.22.0.0/16\""
-        )));
-        assert!(chains.contains("ip6 daddr != fd00::/64 ip6 daddr != ff00::/8 masquerade"));
-        assert_eq!(
-            delete_script(&[addrs[1].ip()]),
-            "delete element inet cni_masq masq6 { fd00::5 }\n"
-        );
-        assert!(base_script().contains("ip saddr vmap @masq4"));
     }
 }

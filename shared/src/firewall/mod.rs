@@ -74,6 +74,8 @@ pub mod ipt;
 pub mod macspoof;
 pub mod masq_ipt;
 pub mod masq_nft;
+pub mod masq_nft_script;
+pub mod nftelem;
 pub mod nftexec;
 pub mod nftjson;
 pub mod nftset;

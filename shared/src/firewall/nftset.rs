@@ -102,6 +102,12 @@ fn parse_elem(buf: &[u8]) -> Element {
     e
 }
 
+/// [`parse_elem`] for the encoder's tests.
+#[cfg(test)]
+pub(crate) fn parse_elem_for_tests(buf: &[u8]) -> Element {
+    parse_elem(buf)
+}
+
 fn elements_of(replies: &[crate::nfnl::Reply]) -> Vec<Element> {
     let mut out = Vec::new();
     for r in replies {
@@ -117,8 +123,13 @@ fn elements_of(replies: &[crate::nfnl::Reply]) -> Vec<Element> {
     out
 }
 
+/// A kernel without nf_tables holds no elements.
+fn no_nf_tables(e: &NlErr) -> bool {
+    e.errno == libc::EOPNOTSUPP
+}
+
 /// The element of `set` (in table `table` of `family`) with this key; `None` when the key, the
-/// set or the table does not exist.
+/// set or the table (or nf_tables itself) does not exist.
 pub fn get(
     nl: &mut Nfnl,
     family: u8,
@@ -138,7 +149,7 @@ pub fn get(
         });
     match nl.request(msg_type(), NLM_F_REQUEST | NLM_F_ACK, family, &a.0) {
         Ok(r) => Ok(elements_of(&r).into_iter().next()),
-        Err(e) if e.is_missing() => Ok(None),
+        Err(e) if e.is_missing() || no_nf_tables(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -155,7 +166,7 @@ pub fn dump(
         .put_str(NFTA_SET_ELEM_LIST_SET, set);
     match nl.request(msg_type(), NLM_F_REQUEST | NLM_F_DUMP, family, &a.0) {
         Ok(r) => Ok(elements_of(&r)),
-        Err(e) if e.is_missing() => Ok(Vec::new()),
+        Err(e) if e.is_missing() || no_nf_tables(&e) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
 }

@@ -1,19 +1,21 @@
 //! Host ports with nftables: `table inet cni_hostport`, tagged map elements (layout and reasons
-//! in the module doc of [`super`]). Changes go through [`Nft`] as one batch per call; ownership
-//! is read with single-key kernel lookups ([`nftset::get`]).
+//! in the module doc of [`super`]). Element changes go to the kernel as one nfnetlink batch per
+//! call ([`nftelem`]), ownership is read with single-key kernel lookups ([`nftset::get`]); the
+//! table, maps and chains are made through [`Nft`] only when the kernel reports them missing.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::nft_found::{
-    claims_where, get, hairpins_where, owned, remove, remove_orphan_chains, Found,
+    claims_where, commit, get, hairpins_where, owned, remove, remove_orphan_chains, Found,
 };
 use super::nft_script::{
-    create_script, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
+    create_ops, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
     setup_script, Claim, TABLE,
 };
 use super::{in_use, DelHint, Flush, Forward, HostPorts, Options, Published};
 use crate::error::{CniError, Result};
+use crate::firewall::nftelem::Op;
 use crate::firewall::nftexec::Nft;
 use crate::firewall::nftset::key;
 use crate::firewall::Tag;
@@ -69,7 +71,7 @@ impl NftHostPorts {
     /// The ADD batch met existing keys: another attachment's keys are conflicts; everything of
     /// this attachment (an earlier ADD, whatever its mappings) and stale DNAT and hairpin
     /// elements for these keys are replaced in one transaction.
-    fn replace(&self, nft: &Nft, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+    fn replace(&self, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
         let mut conflicts = Vec::new();
         for f in fwds {
             for m in &f.mappings {
@@ -88,7 +90,7 @@ impl NftHostPorts {
         // This rare path may list our maps: a re-ADD must not leave an earlier ADD's mappings.
         let mine = claims_where(nl, |c| c == tag.as_str())?;
         let mut hairpins = hairpins_where(nl, |c| c == tag.as_str())?;
-        let mut pre: String = mine.iter().map(Found::delete_script).collect();
+        let mut pre: Vec<Op> = mine.iter().flat_map(Found::delete_ops).collect();
         for f in fwds {
             let gid = group_id(self.opts.conditions(f.v6()));
             for m in &f.mappings {
@@ -97,7 +99,7 @@ impl NftHostPorts {
                     .iter()
                     .any(|x| x.claim == c && x.gid == gid && x.target.is_some());
                 if !deleted && get(nl, &c.dnat_map(gid), &c.key_bytes())?.is_some() {
-                    pre.push_str(&c.delete_dnat(gid));
+                    pre.push(c.delete_dnat(gid));
                 }
             }
             let ip = f.container.ip();
@@ -110,8 +112,9 @@ impl NftHostPorts {
         }
         pre.extend(hairpins.iter().map(delete_hairpin));
         tracing::info!("replacing earlier host port entries");
-        match nft.run(&(pre + &create_script(tag, fwds, &self.opts))) {
-            Ok(_) => Ok(()),
+        pre.extend(create_ops(tag, fwds, &self.opts));
+        match commit(nl, &pre) {
+            Ok(()) => Ok(()),
             Err(e) if e.is_exists() => Err(CniError::try_again(
                 "runtimeConfig.portMappings: a concurrent ADD published one of these host ports; \
                  try again",
@@ -126,19 +129,18 @@ impl HostPorts for NftHostPorts {
         if fwds.iter().all(|f| f.mappings.is_empty()) {
             return Ok(());
         }
-        let nft = nft()?;
         let mut nl = socket()?;
         self.check_wildcards(&mut nl, tag, fwds)?;
-        let script = create_script(tag, fwds, &self.opts);
+        let ops = create_ops(tag, fwds, &self.opts);
         for _ in 0..3 {
-            match nft.run(&script) {
-                Ok(_) => return Ok(()),
+            match commit(&mut nl, &ops) {
+                Ok(()) => return Ok(()),
                 Err(e) if e.is_missing() => run(
-                    nft,
+                    nft()?,
                     &setup_script(tag, fwds, &self.opts),
                     "creating table inet cni_hostport",
                 )?,
-                Err(e) if e.is_exists() => return self.replace(nft, &mut nl, tag, fwds),
+                Err(e) if e.is_exists() => return self.replace(&mut nl, tag, fwds),
                 Err(e) => return Err(e.cni("adding host port entries")),
             }
         }
@@ -148,14 +150,6 @@ impl HostPorts for NftHostPorts {
     }
 
     fn del(&self, tag: &Tag, hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
-        let nft = match nft() {
-            Ok(n) => n,
-            // Without nftables tooling nothing of ours can be there to remove.
-            Err(e) => {
-                tracing::warn!("{e}");
-                return Ok(Vec::new());
-            }
-        };
         let mut nl = socket()?;
         let mut found = Vec::new();
         let mut seen = HashSet::new();
@@ -198,7 +192,13 @@ impl HostPorts for NftHostPorts {
                 }
             }
         }
-        remove(nft, &found, &hairpins, flush, "deleting host port entries")
+        remove(
+            &mut nl,
+            &found,
+            &hairpins,
+            flush,
+            "deleting host port entries",
+        )
     }
 
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
@@ -253,7 +253,6 @@ impl HostPorts for NftHostPorts {
     }
 
     fn gc(&self, network: &str, keep: &HashSet<Tag>, flush: &mut Flush) -> Result<Vec<Published>> {
-        let nft = nft()?;
         let mut nl = socket()?;
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
         let stale = |c: &str| Tag::in_network(c, network) && !keep.contains(c);
@@ -262,8 +261,8 @@ impl HostPorts for NftHostPorts {
         if !found.is_empty() || !hairpins.is_empty() {
             tracing::info!(mappings = found.len(), "GC: removing host port entries");
         }
-        let removed = remove(nft, &found, &hairpins, flush, "GC of host port entries")?;
-        remove_orphan_chains(nft, network);
+        let removed = remove(&mut nl, &found, &hairpins, flush, "GC of host port entries")?;
+        remove_orphan_chains(network);
         Ok(removed)
     }
 

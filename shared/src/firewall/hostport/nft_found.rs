@@ -1,6 +1,7 @@
 //! What of an attachment the nftables host port driver finds in the kernel (claims with their
 //! DNAT targets, hairpin elements), single-key lookups and map dumps through [`nftset`], and
-//! removing it in the two steps of [`super::HostPorts::del`]; GC of unused hairpin chains.
+//! removing it in the two steps of [`super::HostPorts::del`] as nfnetlink batches
+//! ([`nftelem`]); GC of unused hairpin chains.
 
 use std::net::IpAddr;
 
@@ -9,11 +10,17 @@ use super::nft_script::{
 };
 use super::{Flush, Published};
 use crate::error::Result;
+use crate::firewall::nftelem::{self, Op};
 use crate::firewall::nftexec::Nft;
 use crate::firewall::nftjson::orphan_chains;
 use crate::firewall::nftset::{self, Element, INET};
 use crate::firewall::Tag;
-use crate::nfnl::Nfnl;
+use crate::nfnl::{Nfnl, NlErr};
+
+/// Apply element changes to our table as one transaction.
+pub(super) fn commit(nl: &mut Nfnl, ops: &[Op]) -> std::result::Result<(), NlErr> {
+    nftelem::commit(nl, INET, TABLE_NAME, ops)
+}
 
 pub(super) fn get(nl: &mut Nfnl, map: &str, key: &[u8]) -> Result<Option<Element>> {
     nftset::get(nl, INET, TABLE_NAME, map, key)
@@ -43,15 +50,14 @@ impl Found {
         Ok(Found { claim, gid, target })
     }
 
-    pub fn delete_script(&self) -> String {
-        self.claim.delete_claim() + &self.dnat_script()
+    pub fn delete_ops(&self) -> Vec<Op> {
+        let mut ops = vec![self.claim.delete_claim()];
+        ops.extend(self.dnat_op());
+        ops
     }
 
-    fn dnat_script(&self) -> String {
-        match self.target {
-            Some(_) => self.claim.delete_dnat(self.gid),
-            None => String::new(),
-        }
+    fn dnat_op(&self) -> Option<Op> {
+        self.target.map(|_| self.claim.delete_dnat(self.gid))
     }
 
     pub fn published(&self) -> Published {
@@ -66,24 +72,24 @@ impl Found {
 /// Remove in the two steps of [`HostPorts::del`]: the DNAT and hairpin elements, `flush`, the
 /// claims. What was removed.
 pub(super) fn remove(
-    nft: &Nft,
+    nl: &mut Nfnl,
     found: &[Found],
     hairpins: &[IpAddr],
     flush: &mut Flush,
     what: &str,
 ) -> Result<Vec<Published>> {
-    let steer: String = found
+    let steer: Vec<Op> = found
         .iter()
-        .map(Found::dnat_script)
+        .filter_map(Found::dnat_op)
         .chain(hairpins.iter().map(delete_hairpin))
         .collect();
-    delete_all(nft, &steer, what)?;
+    delete_all(nl, &steer, what)?;
     let published: Vec<Published> = found.iter().map(Found::published).collect();
     if !published.is_empty() {
         flush(&published);
     }
-    let claims: String = found.iter().map(|f| f.claim.delete_claim()).collect();
-    delete_all(nft, &claims, what)?;
+    let claims: Vec<Op> = found.iter().map(|f| f.claim.delete_claim()).collect();
+    delete_all(nl, &claims, what)?;
     Ok(published)
 }
 
@@ -118,33 +124,23 @@ pub(super) fn hairpins_where(nl: &mut Nfnl, want: impl Fn(&str) -> bool) -> Resu
     Ok(out)
 }
 
-/// Delete in one transaction; when that fails because something vanished meanwhile, delete
-/// what is still there one by one.
-fn delete_all(nft: &Nft, script: &str, what: &str) -> Result<()> {
-    if script.is_empty() {
-        return Ok(());
-    }
-    match nft.run(script) {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_missing() => {
-            for line in script.lines() {
-                match nft.run(line) {
-                    Ok(_) => {}
-                    Err(e) if e.is_missing() => {}
-                    Err(e) => return Err(e.cni(what)),
-                }
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.cni(what)),
-    }
+/// Delete in one transaction (what vanished meanwhile is skipped).
+fn delete_all(nl: &mut Nfnl, ops: &[Op], what: &str) -> Result<()> {
+    nftelem::delete_all(nl, INET, TABLE_NAME, ops).map_err(|e| e.cni(what))
 }
 
 /// GC: remove the network's masquerade chains (`hp-…`) that no hairpin element jumps to any
 /// more, as the masquerade GC does with its network chains. A concurrent ADD that needs one
 /// again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it missing and
 /// creates it anew. Failures only leave a chain for the next GC.
-pub(super) fn remove_orphan_chains(nft: &Nft, network: &str) {
+pub(super) fn remove_orphan_chains(network: &str) {
+    let nft = match Nft::get() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("GC: {e}");
+            return;
+        }
+    };
     let table = match nft.run_json(&format!("list table {TABLE}")) {
         Ok(v) => v,
         Err(e) => {

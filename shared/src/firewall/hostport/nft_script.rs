@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use super::{Forward, Mapping, Options, Proto};
+use crate::firewall::nftelem::{Data, Op};
 use crate::firewall::nftset::key;
 use crate::firewall::subnet_of;
 use crate::firewall::tag::{fnv1a, Tag};
@@ -128,19 +129,21 @@ impl Claim {
         }
     }
 
-    pub fn delete_claim(&self) -> String {
-        format!(
-            "delete element {TABLE} {} {{ {} }}\n",
-            self.claims_map(),
-            self.key_text()
+    pub fn delete_claim(&self) -> Op {
+        Op::delete(
+            TABLE,
+            &self.claims_map(),
+            self.key_bytes(),
+            &self.key_text(),
         )
     }
 
-    pub fn delete_dnat(&self, gid: u32) -> String {
-        format!(
-            "delete element {TABLE} {} {{ {} }}\n",
-            self.dnat_map(gid),
-            self.key_text()
+    pub fn delete_dnat(&self, gid: u32) -> Op {
+        Op::delete(
+            TABLE,
+            &self.dnat_map(gid),
+            self.key_bytes(),
+            &self.key_text(),
         )
     }
 }
@@ -274,32 +277,52 @@ pub fn hp_chain_script(tag: &Tag, addr: &IpNetwork, masq_all: bool) -> String {
 
 /// Everything an ADD creates: claims, DNAT elements, hairpin elements (with snat). Each is a
 /// `create element`, which fails when the key exists.
-pub fn create_script(tag: &Tag, fwds: &[Forward], opts: &Options) -> String {
-    let mut s = String::new();
+pub fn create_ops(tag: &Tag, fwds: &[Forward], opts: &Options) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let t = tag.as_str();
     for f in fwds {
         let (v6, ip) = (f.v6(), f.container.ip());
         let gid = group_id(opts.conditions(v6));
         for m in &f.mappings {
             let c = Claim::of(v6, m);
-            s.push_str(&format!(
-                "create element {TABLE} {} {{ {} comment \"{tag}\" : 0x{gid:08x} }}\n\
-                 create element {TABLE} {} {{ {} comment \"{tag}\" : {ip} . {} }}\n",
-                c.claims_map(),
-                c.key_text(),
-                c.dnat_map(gid),
-                c.key_text(),
-                m.container_port
+            let (k, kt) = (c.key_bytes(), c.key_text());
+            let gid_data = Data::Value(key::mark(gid).to_vec());
+            ops.push(Op::create(
+                TABLE,
+                &c.claims_map(),
+                k.clone(),
+                &kt,
+                gid_data,
+                &format!("0x{gid:08x}"),
+                t,
+            ));
+            let target = key::cat(&[&key::addr(&ip), &key::port(m.container_port)]);
+            let target_text = format!("{ip} . {}", m.container_port);
+            ops.push(Op::create(
+                TABLE,
+                &c.dnat_map(gid),
+                k,
+                &kt,
+                Data::Value(target),
+                &target_text,
+                t,
             ));
         }
         if opts.snat && !f.mappings.is_empty() {
-            s.push_str(&format!(
-                "create element {TABLE} {} {{ {ip} comment \"{tag}\" : jump {} }}\n",
-                hairpin_map(v6),
-                hp_chain_name(tag, &f.container, opts.masq_all)
+            let chain = hp_chain_name(tag, &f.container, opts.masq_all);
+            let text = format!("jump {chain}");
+            ops.push(Op::create(
+                TABLE,
+                &hairpin_map(v6),
+                key::addr(&ip),
+                &ip.to_string(),
+                Data::Jump(chain),
+                &text,
+                t,
             ));
         }
     }
-    s
+    ops
 }
 
 /// Every object an ADD's elements refer to (for the setup after ENOENT).
@@ -318,10 +341,12 @@ pub fn setup_script(tag: &Tag, fwds: &[Forward], opts: &Options) -> String {
     s
 }
 
-pub fn delete_hairpin(ip: &IpAddr) -> String {
-    format!(
-        "delete element {TABLE} {} {{ {ip} }}\n",
-        hairpin_map(ip.is_ipv6())
+pub fn delete_hairpin(ip: &IpAddr) -> Op {
+    Op::delete(
+        TABLE,
+        &hairpin_map(ip.is_ipv6()),
+        key::addr(ip),
+        &ip.to_string(),
     )
 }
 

@@ -1,4 +1,10 @@
 use super::*;
+use crate::firewall::nftelem;
+
+/// [`create_ops`] as an nft script.
+fn create_script(tag: &Tag, fwds: &[Forward], opts: &Options) -> String {
+    nftelem::script(&create_ops(tag, fwds, opts))
+}
 
 fn fwd(addr: &str, maps: &[(Option<&str>, u16, u16, Proto)]) -> Forward {
     Forward {
@@ -121,7 +127,12 @@ fn add_script() {
     assert!(!all.contains("saddr"));
     assert_ne!(hp_chain_name(&tag, &fwds[0].container, true), hp4);
     assert_eq!(
-        delete_hairpin(&"fd00::5".parse().unwrap()),
+        delete_hairpin(&"fd00::5".parse().unwrap()).text,
         "delete element inet cni_hostport hairpin6 { fd00::5 }\n"
     );
+    let ops = create_ops(&tag, &fwds, &opts);
+    assert_eq!(ops[0].key, [6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+    assert_eq!(ops[1].data, Data::Value(vec![10, 22, 0, 5, 0, 80, 0, 0]));
+    assert_eq!(ops[4].data, Data::Jump(hp4.clone()));
+    assert_eq!(ops[4].comment.as_deref(), Some("cni:net/ctr/eth0"));
 }

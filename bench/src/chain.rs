@@ -1,0 +1,208 @@
+//! The chain a Kubernetes node runs for every pod — bridge (ipMasq, hairpin) + host-local +
+//! portmap with one published port — through the built `cnitool`, one process per operation,
+//! for each side in its own sandbox host, the sides interleaved step by step so that both see
+//! the same background load:
+//!
+//! 1. `rounds` ADD+DEL cycles of one container on an empty host;
+//! 2. ADD of containers 1..=N, each timed (the first ten and the last ten are reported);
+//! 3. `rounds` ADD+DEL cycles of one more container next to the N;
+//! 4. DEL of containers N..=1, each timed.
+//!
+//! Before the last ten ADDs and before step 3 the host is left alone for [`SETTLE`]: a new
+//! container's IPv6 stack sends a few multicast packets (DAD, MLD reports, router
+//! solicitations) over about 10 s, and the bridge floods each to every port, so right after
+//! hundreds of back-to-back ADDs the kernel is still busy delivering those to hundreds of
+//! containers (~20 ms of CPU per new container at 500 ports here, the same for every side).
+//! The first ten ADDs meet a quiet host; the last ten are measured on one as quiet.
+//!
+//! The containers' namespaces are made before step 2 and removed after step 4: the kernel
+//! dismantles a removed namespace in the background, which would disturb the next call.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use cni_shared::testkit::{Sandbox, TempDir};
+use serde_json::{json, Value};
+
+use crate::runtime::{Runtime, Side};
+use crate::stats::Samples;
+
+pub const NETWORK: &str = "bench-chain";
+
+/// The pause before the last ten ADDs and before the cycles next to the N.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(12);
+
+/// One side's numbers.
+#[derive(Debug, Default)]
+pub struct ChainResult {
+    pub label: String,
+    pub n: u32,
+    pub empty_add: Samples,
+    pub empty_del: Samples,
+    /// ADD of containers 1..=10 (or fewer when N < 20).
+    pub first_add: Samples,
+    /// ADD of containers N-9..=N.
+    pub last_add: Samples,
+    pub full_add: Samples,
+    pub full_del: Samples,
+    /// DEL of containers N..=N-9 (the first ten of the drain).
+    pub last_del: Samples,
+    /// DEL of containers 10..=1.
+    pub first_del: Samples,
+    /// Largest ru_maxrss of any cnitool run (cnitool and every plugin it ran), KiB.
+    pub tree_maxrss_kib: u64,
+}
+
+/// The configuration list: the same keys for every side (CNI 1.0.0, the newest the reference
+/// 1.1.1 speaks). Ours with `iptables` selects its iptables backends.
+pub fn conflist(side: &Side, data: &TempDir) -> Value {
+    let mut bridge = json!({
+        "type": "bridge", "bridge": "cni-bench0", "isDefaultGateway": true,
+        "ipMasq": true, "hairpinMode": true,
+        "ipam": {"type": "host-local", "dataDir": data.path(),
+                 "ranges": [[{"subnet": "10.210.0.0/16"}]]}
+    });
+    let mut portmap = json!({"type": "portmap", "capabilities": {"portMappings": true},
+                             "snat": true});
+    if side.iptables {
+        bridge["ipMasqBackend"] = json!("iptables");
+        portmap["backend"] = json!("iptables");
+    }
+    json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [bridge, portmap]})
+}
+
+fn cap_args(port: u32) -> Value {
+    json!({"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]})
+}
+
+/// One side's sandbox host, runtime and containers.
+struct Lane<'a> {
+    rt: Runtime<'a>,
+    _data: TempDir,
+    extra: Sandbox,
+    ctrs: Vec<Sandbox>,
+    res: ChainResult,
+}
+
+impl Lane<'_> {
+    fn add(&mut self, ctr: usize, id: &str, port: u32) -> Result<std::time::Duration> {
+        let ns = if ctr == 0 {
+            &self.extra
+        } else {
+            &self.ctrs[ctr - 1]
+        };
+        let r = self
+            .rt
+            .op("add", NETWORK, ns, id, "eth0", Some(&cap_args(port)))?;
+        self.res.tree_maxrss_kib = self.res.tree_maxrss_kib.max(r.maxrss_kib);
+        Ok(r.elapsed)
+    }
+
+    fn del(&mut self, ctr: usize, id: &str, port: u32) -> Result<std::time::Duration> {
+        let ns = if ctr == 0 {
+            &self.extra
+        } else {
+            &self.ctrs[ctr - 1]
+        };
+        let r = self
+            .rt
+            .op("del", NETWORK, ns, id, "eth0", Some(&cap_args(port)))?;
+        self.res.tree_maxrss_kib = self.res.tree_maxrss_kib.max(r.maxrss_kib);
+        Ok(r.elapsed)
+    }
+
+    fn cycles(&mut self, tag: &str, round: u32, full: bool) -> Result<()> {
+        let id = format!("{tag}{round}");
+        let a = self.add(0, &id, 19_999)?;
+        let d = self.del(0, &id, 19_999)?;
+        let (sa, sd) = if full {
+            (&mut self.res.full_add, &mut self.res.full_del)
+        } else {
+            (&mut self.res.empty_add, &mut self.res.empty_del)
+        };
+        sa.push(a);
+        sd.push(d);
+        Ok(())
+    }
+}
+
+/// Run the scenario for every side, interleaved; `n` containers, `rounds` cycles per level.
+pub fn run(sides: &[Side], n: u32, rounds: u32) -> Result<Vec<ChainResult>> {
+    let hosts: Vec<Sandbox> = sides
+        .iter()
+        .map(|s| Sandbox::new(&format!("bc-{}", s.label.replace([' ', '(', ')'], ""))))
+        .collect();
+    let mut lanes = Vec::new();
+    for (side, host) in sides.iter().zip(&hosts) {
+        let data = TempDir::new("bench-chain-data");
+        let rt = Runtime::new(host, side);
+        rt.install(NETWORK, &conflist(side, &data))?;
+        lanes.push(Lane {
+            rt,
+            _data: data,
+            extra: Sandbox::new("bc-x"),
+            ctrs: Vec::new(),
+            res: ChainResult {
+                label: side.label.to_string(),
+                n,
+                ..ChainResult::default()
+            },
+        });
+    }
+    let edge = n.min(10).min(n.div_ceil(2)).max(1);
+    for r in 0..rounds {
+        for l in &mut lanes {
+            l.cycles("e", r, false)?;
+        }
+    }
+    let t = Instant::now();
+    for l in &mut lanes {
+        l.ctrs = (0..n).map(|_| Sandbox::new("bc")).collect();
+    }
+    eprintln!(
+        "  chain: {} container namespaces made ({:.0} s)",
+        n as usize * lanes.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    for i in 1..=n {
+        if i == n - edge + 1 && n > 2 * edge {
+            std::thread::sleep(SETTLE);
+        }
+        for l in &mut lanes {
+            let d = l.add(i as usize, &format!("c{i}"), 20_000 + i)?;
+            if i <= edge {
+                l.res.first_add.push(d);
+            }
+            if i > n - edge {
+                l.res.last_add.push(d);
+            }
+        }
+        if i % 100 == 0 {
+            eprintln!(
+                "  chain: {i}/{n} containers ({:.0} s)",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if n > 2 * edge {
+        std::thread::sleep(SETTLE);
+    }
+    for r in 0..rounds {
+        for l in &mut lanes {
+            l.cycles("f", r, true)?;
+        }
+    }
+    for i in (1..=n).rev() {
+        for l in &mut lanes {
+            let d = l.del(i as usize, &format!("c{i}"), 20_000 + i)?;
+            if i > n - edge {
+                l.res.last_del.push(d);
+            }
+            if i <= edge {
+                l.res.first_del.push(d);
+            }
+        }
+    }
+    Ok(lanes.into_iter().map(|l| l.res).collect())
+}

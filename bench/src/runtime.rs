@@ -1,0 +1,152 @@
+//! The runtime side, identical for every implementation under test: the built `cnitool`,
+//! executed once per operation inside a sandbox host, with its own configuration directory and
+//! result cache; only CNI_PATH differs between our plugins and the reference's.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use cni_shared::testkit::{bin_dir, plugin_path, Sandbox, TempDir};
+use serde_json::Value;
+
+use crate::exec::{Run, Spec};
+
+/// Where Debian's containernetworking-plugins puts the reference binaries.
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+/// One implementation under test.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub label: String,
+    /// CNI_PATH: where its plugins are.
+    pub dir: PathBuf,
+    /// The reference: no `vxlan`, and its firewall is iptables only.
+    pub reference: bool,
+    /// Ours with the iptables backends instead of the nftables default.
+    pub iptables: bool,
+    /// Extra environment for cnitool and the plugins (the RSS pass's wrappers).
+    pub env: Vec<(String, String)>,
+}
+
+impl Side {
+    pub fn ours() -> Side {
+        Side {
+            label: "ours".into(),
+            dir: bin_dir(),
+            reference: false,
+            iptables: false,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn ours_iptables() -> Side {
+        Side {
+            label: "ours (iptables)".into(),
+            iptables: true,
+            ..Side::ours()
+        }
+    }
+
+    /// Our plugins built as static musl binaries (`cargo build --release --target
+    /// x86_64-unknown-linux-musl`), when built.
+    pub fn ours_static() -> Option<Side> {
+        let dir = bin_dir()
+            .parent()?
+            .join("x86_64-unknown-linux-musl")
+            .join("release");
+        dir.join("bridge").is_file().then(|| Side {
+            label: "ours (static)".into(),
+            dir,
+            ..Side::ours()
+        })
+    }
+
+    /// Another build of our plugins (e.g. an older commit's, for a before/after comparison),
+    /// labelled with its directory's name.
+    pub fn other(dir: PathBuf) -> Side {
+        let name = dir
+            .file_name()
+            .map_or("other".into(), |n| n.to_string_lossy().into_owned());
+        Side {
+            label: name,
+            dir,
+            ..Side::ours()
+        }
+    }
+
+    /// The reference plugins, when installed.
+    pub fn reference() -> Option<Side> {
+        Path::new(REFERENCE_DIR)
+            .join("bridge")
+            .is_file()
+            .then(|| Side {
+                label: "reference".into(),
+                dir: PathBuf::from(REFERENCE_DIR),
+                reference: true,
+                iptables: false,
+                env: Vec::new(),
+            })
+    }
+
+    pub fn has(&self, plugin: &str) -> bool {
+        self.dir.join(plugin).is_file()
+    }
+}
+
+/// cnitool bound to a sandbox host, a side and a configuration directory.
+#[derive(Debug)]
+pub struct Runtime<'a> {
+    pub host: &'a Sandbox,
+    pub side: Side,
+    netconf: TempDir,
+    cache: TempDir,
+    cnitool: PathBuf,
+}
+
+impl<'a> Runtime<'a> {
+    pub fn new(host: &'a Sandbox, side: &Side) -> Runtime<'a> {
+        Runtime {
+            host,
+            side: side.clone(),
+            netconf: TempDir::new("bench-netconf"),
+            cache: TempDir::new("bench-cache"),
+            cnitool: plugin_path("cnitool"),
+        }
+    }
+
+    /// Write a configuration list (`name` is the network name and the file name).
+    pub fn install(&self, name: &str, list: &Value) -> Result<()> {
+        let p = self.netconf.path().join(format!("{name}.conflist"));
+        std::fs::write(&p, serde_json::to_vec_pretty(list)?)
+            .with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// `cnitool <verb> <network> <netns>` for container `id` (interface `ifname`), with
+    /// CAP_ARGS when given.
+    pub fn op(
+        &self,
+        verb: &str,
+        network: &str,
+        ctr: &Sandbox,
+        id: &str,
+        ifname: &str,
+        cap_args: Option<&Value>,
+    ) -> Result<Run> {
+        let mut s = Spec::new(&self.cnitool)
+            .arg(verb)
+            .arg(network)
+            .arg(ctr.path().display().to_string())
+            .env("NETCONFPATH", self.netconf.path().display().to_string())
+            .env("CNI_PATH", self.side.dir.display().to_string())
+            .env("CNI_CACHE_DIR", self.cache.path().display().to_string())
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_IFNAME", ifname);
+        if let Some(c) = cap_args {
+            s = s.env("CAP_ARGS", c.to_string());
+        }
+        for (k, v) in &self.side.env {
+            s = s.env(k, v.clone());
+        }
+        s.run_in(self.host)
+            .with_context(|| format!("{}: cnitool {verb} {network} ({id})", self.side.label))
+    }
+}
