@@ -119,13 +119,20 @@ fn conntrack_iptables() {
     conntrack_with("iptables", 6);
 }
 
-/// Leave the state of a DEL (or GC) killed between its two steps: the DNAT gone, the entries
-/// that name the attachment still there (nftables: the claim; iptables: its chain).
-fn cut_short(env: &Env, id: &str, ip: &str) {
+/// Leave the state of a DEL or GC killed before its conntrack flush. iptables (DEL and GC) and
+/// nftables GC: the DNAT gone, the entries that name the attachment still there (the claim, or
+/// its chain). nftables DEL: the IPv4 entries all gone (one transaction precedes its flush),
+/// the IPv6 ones still there (the family whose elements a kill may not have reached).
+fn cut_short(env: &Env, id: &str, ip: &str, verb: Command) {
     let script = if env.backend == "nftables" {
+        let claim = if verb == Command::Del {
+            " && nft delete element inet cni_hostport claims4 '{ udp . 8053 }'"
+        } else {
+            ""
+        };
         format!(
             "nft delete element inet cni_hostport dnat4 '{{ udp . 8053 }}' && \
-             nft delete element inet cni_hostport hairpin4 '{{ {ip} }}'"
+             nft delete element inet cni_hostport hairpin4 '{{ {ip} }}'{claim}"
         )
     } else {
         let save = String::from_utf8_lossy(&env.host.exec("iptables-save", &["-t", "nat"]).stdout)
@@ -141,9 +148,10 @@ fn cut_short(env: &Env, id: &str, ip: &str) {
     assert!(out.status.success(), "{script}: {out:?}");
 }
 
-/// A DEL or GC killed after removing the DNAT but before the conntrack flush: the retried DEL,
-/// or a GC, still flushes the flow's entry and removes the rest (before, the retry found
-/// nothing and the entry kept the flow going to the old address; found by the kill storm).
+/// A DEL or GC killed after removing the DNAT but before the conntrack flush: the retried DEL
+/// (with the runtime's mappings but no prevResult, as after a killed ADD), or a GC, still
+/// flushes the flow's entry and removes the rest (before, the retry found nothing and the
+/// entry kept the flow going to the old address; found by the kill storm).
 fn cut_short_with(backend: &'static str, n: u8) {
     let env = Env::new(&format!("pm-cs-{}", &backend[..3]), backend, n);
     let c1 = Sandbox::new("pm-cs-c1");
@@ -172,7 +180,7 @@ fn cut_short_with(backend: &'static str, n: u8) {
             "{}",
             entries(&env, 8053)
         );
-        cut_short(&env, "c1", ip);
+        cut_short(&env, "c1", ip, verb);
         let mut c = env.pm_conf(Some(maps.clone()), None, json!({}));
         if verb == Command::Gc {
             c["cni.dev/valid-attachments"] = json!([]);

@@ -69,8 +69,8 @@ pub fn forwards(addrs: &[IpNetwork], mappings: &[Mapping]) -> Vec<Forward> {
         .collect()
 }
 
-/// Between the two steps of a removal: the conntrack entries NATed through the removed
-/// mappings go (failures are reported, not fatal: the entries expire on their own).
+/// During a removal: the conntrack entries NATed through the removed mappings go (failures
+/// are reported, not fatal: the entries expire on their own).
 fn flush_conntrack(removed: &[Published]) {
     match hostport::flush_conntrack_del(removed) {
         Ok(0) => {}

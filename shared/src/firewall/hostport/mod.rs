@@ -227,7 +227,7 @@ pub struct Published {
     pub v6: bool,
 }
 
-/// What a removal calls between its two steps (see [`HostPorts::del`]).
+/// What a removal calls once the DNAT is gone (see [`HostPorts::del`]).
 pub type Flush<'a> = dyn FnMut(&[Published]) + 'a;
 
 /// What DEL knows besides the tag: the mappings (runtimeConfig, when the runtime sends it) and
@@ -245,16 +245,18 @@ pub trait HostPorts {
     /// same attachment is replaced.
     fn add(&self, tag: &Tag, fwds: &[Forward]) -> Result<()>;
     /// Remove the attachment's entries (found by tag); what was removed. Absent is success.
-    /// Two steps with `flush` between them: first what steers new connections (the DNAT), then
-    /// `flush` with what it forwarded (the conntrack entries of those connections), then what
-    /// still names the attachment (nftables: the claims; iptables: its chain). A DEL killed
-    /// after the first step finds the rest on its retry and flushes again; before, it found
-    /// nothing and the conntrack entries stayed.
+    /// `flush` is called with what the removed DNAT forwarded (to delete the conntrack entries
+    /// of those connections) once nothing new is NATed through it. nftables removes every
+    /// element in one transaction, then flushes; iptables removes the shared chain's entries,
+    /// flushes, then the attachment's chain. A DEL killed before its flush is covered on its
+    /// retry: by what is left (iptables), or by the mappings and addresses the runtime passes
+    /// again (nftables; see `nft_found::Steps`).
     fn del(&self, tag: &Tag, hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>>;
     /// Fail unless every mapping of `fwds` is published for this attachment.
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()>;
-    /// Remove the entries of `network` whose tag is not in `keep`, in the two steps of
-    /// [`HostPorts::del`]; what was removed.
+    /// Remove the entries of `network` whose tag is not in `keep`, flushing as
+    /// [`HostPorts::del`] does, but with the entries that name an attachment removed after the
+    /// flush (a GC killed half-way finds them on its next run); what was removed.
     fn gc(&self, network: &str, keep: &HashSet<Tag>, flush: &mut Flush) -> Result<Vec<Published>>;
     /// Code 50 naming the backend when it cannot be used on this host.
     fn status(&self) -> Result<()>;

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::nft_found::{
-    claims_where, commit, get, hairpins_where, owned, remove, remove_orphan_chains, Found,
+    claims_where, commit, get, hairpins_where, hinted, owned, remove, remove_orphan_chains, Found,
+    Steps,
 };
 use super::nft_script::{
     create_ops, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
@@ -192,13 +193,9 @@ impl HostPorts for NftHostPorts {
                 }
             }
         }
-        remove(
-            &mut nl,
-            &found,
-            &hairpins,
-            flush,
-            "deleting host port entries",
-        )
+        let also = hinted(&mut nl, hint, &found)?;
+        let what = "deleting host port entries";
+        remove(&mut nl, &found, &hairpins, Steps::One, also, flush, what)
     }
 
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
@@ -261,7 +258,16 @@ impl HostPorts for NftHostPorts {
         if !found.is_empty() || !hairpins.is_empty() {
             tracing::info!(mappings = found.len(), "GC: removing host port entries");
         }
-        let removed = remove(&mut nl, &found, &hairpins, flush, "GC of host port entries")?;
+        let what = "GC of host port entries";
+        let removed = remove(
+            &mut nl,
+            &found,
+            &hairpins,
+            Steps::ClaimsLast,
+            Vec::new(),
+            flush,
+            what,
+        )?;
         remove_orphan_chains(network);
         Ok(removed)
     }

@@ -1,14 +1,14 @@
 //! What of an attachment the nftables host port driver finds in the kernel (claims with their
 //! DNAT targets, hairpin elements), single-key lookups and map dumps through [`nftset`], and
-//! removing it in the two steps of [`super::HostPorts::del`] as nfnetlink batches
-//! ([`nftelem`]); GC of unused hairpin chains.
+//! removing it as one nfnetlink batch ([`nftelem`]) before the conntrack flush; GC of unused
+//! hairpin chains.
 
 use std::net::IpAddr;
 
 use super::nft_script::{
     decode_gid, decode_target, delete_hairpin, hairpin_map, Claim, CLAIM_MAPS, TABLE, TABLE_NAME,
 };
-use super::{Flush, Published};
+use super::{DelHint, Flush, Published};
 use crate::error::Result;
 use crate::firewall::nftelem::{self, Op};
 use crate::firewall::nftexec::Nft;
@@ -69,28 +69,87 @@ impl Found {
     }
 }
 
-/// Remove in the two steps of [`HostPorts::del`]: the DNAT and hairpin elements, `flush`, the
-/// claims. What was removed.
+/// How [`remove`] orders its deletions around the conntrack flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Steps {
+    /// DEL: every element in one transaction, then the flush. The kernel frees deleted
+    /// elements after an RCU grace period, and a process that closes a netfilter socket (at
+    /// exit, at the latest) waits for the frees still pending, whoever committed them: a
+    /// deletion committed right before exit cost every DEL that wait (20-25 ms here), one
+    /// committed before the conntrack walk passes it during the walk. A DEL killed before its
+    /// flush is covered on its retry by [`flush_hinted`].
+    One,
+    /// GC, which has no hints for a retry: the DNAT and hairpin elements, the flush, then the
+    /// claims, so that a GC killed half-way finds the claims and flushes on its next run.
+    ClaimsLast,
+}
+
+/// Remove what was found, calling `flush` once the DNAT is gone (see [`Steps`]) with what it
+/// forwarded and `also` (see [`hinted`]). What was removed.
 pub(super) fn remove(
     nl: &mut Nfnl,
     found: &[Found],
     hairpins: &[IpAddr],
+    steps: Steps,
+    also: Vec<Published>,
     flush: &mut Flush,
     what: &str,
 ) -> Result<Vec<Published>> {
-    let steer: Vec<Op> = found
+    let claims_now = steps == Steps::One;
+    let first: Vec<Op> = found
         .iter()
-        .filter_map(Found::dnat_op)
+        .flat_map(|f| {
+            let claim = claims_now.then(|| f.claim.delete_claim());
+            f.dnat_op().into_iter().chain(claim)
+        })
         .chain(hairpins.iter().map(delete_hairpin))
         .collect();
-    delete_all(nl, &steer, what)?;
+    delete_all(nl, &first, what)?;
     let published: Vec<Published> = found.iter().map(Found::published).collect();
-    if !published.is_empty() {
-        flush(&published);
+    let flushed: Vec<Published> = published.iter().copied().chain(also).collect();
+    if !flushed.is_empty() {
+        flush(&flushed);
     }
-    let claims: Vec<Op> = found.iter().map(|f| f.claim.delete_claim()).collect();
-    delete_all(nl, &claims, what)?;
+    if !claims_now {
+        let claims: Vec<Op> = found.iter().map(|f| f.claim.delete_claim()).collect();
+        delete_all(nl, &claims, what)?;
+    }
     Ok(published)
+}
+
+/// For DEL: what the runtime's mappings forwarded that DEL did not find — a repeated DEL, or
+/// the retry of one killed between its transaction and its flush (one family's entries may be
+/// gone while the other's are found). Its connections are flushed all the same: the entries
+/// NATed to the attachment's addresses (prevResult) when they are known, else every NATed
+/// entry of a host port that no attachment claims now (so no one's live flow).
+pub(super) fn hinted(nl: &mut Nfnl, hint: &DelHint, found: &[Found]) -> Result<Vec<Published>> {
+    let mut out = Vec::new();
+    for m in hint.mappings.unwrap_or_default() {
+        for v6 in [false, true] {
+            let Some(m) = m.for_family(v6) else { continue };
+            let c = Claim::of(v6, &m);
+            if found.iter().any(|f| f.claim == c) {
+                continue;
+            }
+            let target = |t| Published {
+                mapping: m,
+                target: t,
+                v6,
+            };
+            let addrs: Vec<IpAddr> = hint
+                .addrs
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .copied()
+                .collect();
+            if !addrs.is_empty() {
+                out.extend(addrs.into_iter().map(|a| target(Some(a))));
+            } else if get(nl, &c.claims_map(), &c.key_bytes())?.is_none() {
+                out.push(target(None));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The claims of the maps whose element comments satisfy `want`.
