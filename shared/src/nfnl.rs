@@ -117,35 +117,16 @@ impl Nfnl {
             tv_sec: TIMEOUT.as_secs().try_into().unwrap_or(5),
             tv_usec: 0,
         };
-        // SAFETY: the fd is the open socket owned by `sock`; `tv` is a valid timeval whose size
-        // is passed alongside it, and the kernel only reads it during the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(local("setting a receive timeout on the netlink socket"));
-        }
+        set_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+            .map_err(|_| local("setting a receive timeout on the netlink socket"))?;
         // Acknowledgements and errors without a copy of the request: smaller replies.
-        let one: libc::c_int = 1;
-        // SAFETY: as above, with an int option value.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_CAP_ACK,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(local("setting NETLINK_CAP_ACK on the netlink socket"));
-        }
+        set_opt(
+            &sock,
+            libc::SOL_NETLINK,
+            libc::NETLINK_CAP_ACK,
+            &1 as &libc::c_int,
+        )
+        .map_err(|_| local("setting NETLINK_CAP_ACK on the netlink socket"))?;
         Ok(Nfnl {
             sock: ManuallyDrop::new(sock),
             seq: 1,
@@ -333,6 +314,31 @@ impl Nfnl {
 
 fn align(n: usize) -> usize {
     (n + 3) & !3
+}
+
+/// `setsockopt` with a plain-data option value.
+fn set_opt<T: Copy>(
+    sock: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: the fd is the open socket owned by `sock`; `value` points to a live `T` whose
+    // size is passed alongside it, and the kernel only reads it during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// One message of a datagram: type, flags, sequence number, body after the header.

@@ -11,22 +11,16 @@
 //! Each [`Op`] carries its nft text too: the same change as a line of an nft script, for the
 //! debug log and the unit tests.
 
+use super::nftset::{
+    NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_LIST_ELEM, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
+    NFTA_SET_ELEM_USERDATA, NFTA_VERDICT_CHAIN, SUBSYS_NFTABLES,
+};
 use crate::nfnl::{Attrs, Nfnl, NlErr, NLM_F_CREATE, NLM_F_EXCL};
 
-const SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
 /// `NFT_JUMP` (a negative verdict code, sent as big-endian u32).
 const NFT_JUMP: i32 = -3;
 /// `NFTNL_UDATA_SET_ELEM_COMMENT`: libnftnl's type-length-value user data, as nft writes it.

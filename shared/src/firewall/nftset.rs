@@ -10,18 +10,18 @@
 
 use crate::nfnl::{attr, attrs, str_of, Attrs, Nfnl, NlErr, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
-const SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_GETSETELEM: u16 = 13;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+pub(crate) const SUBSYS_NFTABLES: u16 = 10;
+pub(crate) const NFT_MSG_GETSETELEM: u16 = 13;
+pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_USERDATA: u16 = 6;
+pub(crate) const NFTA_DATA_VALUE: u16 = 1;
+pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
+pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
 /// `NFTNL_UDATA_SET_ELEM_COMMENT`.
 const UDATA_COMMENT: u8 = 0;
 
