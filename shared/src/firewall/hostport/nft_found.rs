@@ -77,7 +77,7 @@ pub(super) enum Steps {
     /// exit, at the latest) waits for the frees still pending, whoever committed them: a
     /// deletion committed right before exit cost every DEL that wait (20-25 ms here), one
     /// committed before the conntrack walk passes it during the walk. A DEL killed before its
-    /// flush is covered on its retry by [`flush_hinted`].
+    /// flush is covered on its retry by [`hinted`].
     One,
     /// GC, which has no hints for a retry: the DNAT and hairpin elements, the flush, then the
     /// claims, so that a GC killed half-way finds the claims and flushes on its next run.
