@@ -85,7 +85,8 @@ struct Lane<'a> {
 }
 
 impl Lane<'_> {
-    fn add(&mut self, ctr: usize, id: &str, port: u32) -> Result<std::time::Duration> {
+    /// One timed `cnitool <verb>` of container `ctr` (0: the extra namespace of the cycles).
+    fn op(&mut self, verb: &str, ctr: usize, id: &str, port: u32) -> Result<std::time::Duration> {
         let ns = if ctr == 0 {
             &self.extra
         } else {
@@ -93,28 +94,15 @@ impl Lane<'_> {
         };
         let r = self
             .rt
-            .op("add", NETWORK, ns, id, "eth0", Some(&cap_args(port)))?;
-        self.res.tree_maxrss_kib = self.res.tree_maxrss_kib.max(r.maxrss_kib);
-        Ok(r.elapsed)
-    }
-
-    fn del(&mut self, ctr: usize, id: &str, port: u32) -> Result<std::time::Duration> {
-        let ns = if ctr == 0 {
-            &self.extra
-        } else {
-            &self.ctrs[ctr - 1]
-        };
-        let r = self
-            .rt
-            .op("del", NETWORK, ns, id, "eth0", Some(&cap_args(port)))?;
+            .op(verb, NETWORK, ns, id, "eth0", Some(&cap_args(port)))?;
         self.res.tree_maxrss_kib = self.res.tree_maxrss_kib.max(r.maxrss_kib);
         Ok(r.elapsed)
     }
 
     fn cycles(&mut self, tag: &str, round: u32, full: bool) -> Result<()> {
         let id = format!("{tag}{round}");
-        let a = self.add(0, &id, 19_999)?;
-        let d = self.del(0, &id, 19_999)?;
+        let a = self.op("add", 0, &id, 19_999)?;
+        let d = self.op("del", 0, &id, 19_999)?;
         let (sa, sd) = if full {
             (&mut self.res.full_add, &mut self.res.full_del)
         } else {
@@ -170,7 +158,7 @@ pub fn run(sides: &[Side], n: u32, rounds: u32) -> Result<Vec<ChainResult>> {
             std::thread::sleep(SETTLE);
         }
         for l in &mut lanes {
-            let d = l.add(i as usize, &format!("c{i}"), 20_000 + i)?;
+            let d = l.op("add", i as usize, &format!("c{i}"), 20_000 + i)?;
             if i <= edge {
                 l.res.first_add.push(d);
             }
@@ -195,7 +183,7 @@ pub fn run(sides: &[Side], n: u32, rounds: u32) -> Result<Vec<ChainResult>> {
     }
     for i in (1..=n).rev() {
         for l in &mut lanes {
-            let d = l.del(i as usize, &format!("c{i}"), 20_000 + i)?;
+            let d = l.op("del", i as usize, &format!("c{i}"), 20_000 + i)?;
             if i > n - edge {
                 l.res.last_del.push(d);
             }

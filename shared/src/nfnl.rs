@@ -133,6 +133,23 @@ impl Nfnl {
         })
     }
 
+    /// Send one datagram.
+    fn send(&self, buf: &[u8]) -> std::result::Result<(), NlErr> {
+        self.sock
+            .send(buf, 0)
+            .map(drop)
+            .map_err(|e| local(format!("sending a netlink message: {e}")))
+    }
+
+    /// One datagram into `rx` (cleared first).
+    fn recv(&self, rx: &mut Vec<u8>) -> std::result::Result<(), NlErr> {
+        rx.clear();
+        self.sock
+            .recv(rx, 0)
+            .map(drop)
+            .map_err(|e| local(format!("reading a netlink reply: {e}")))
+    }
+
     /// Append one message to `buf`; its sequence number.
     fn encode(
         &mut self,
@@ -188,15 +205,10 @@ impl Nfnl {
             acked = self.encode(&mut buf, *t, flags | NLM_F_REQUEST | ack, *family, 0, attrs);
         }
         let last = self.encode(&mut buf, NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, subsys, &[]);
-        self.sock
-            .send(&buf, 0)
-            .map_err(|e| local(format!("sending a netlink batch: {e}")))?;
+        self.send(&buf)?;
         let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {
-            rx.clear();
-            self.sock
-                .recv(&mut rx, 0)
-                .map_err(|e| local(format!("reading a netlink reply: {e}")))?;
+            self.recv(&mut rx)?;
             for (mtype, _, mseq, body) in messages(&rx)? {
                 // Replies to an earlier request on this socket are not ours.
                 let ours = mseq.wrapping_sub(first) <= last.wrapping_sub(first);
@@ -255,18 +267,13 @@ impl Nfnl {
     ) -> std::result::Result<Vec<Reply>, NlErr> {
         let mut buf = Vec::new();
         let seq = self.encode(&mut buf, msg_type, flags, family, 0, attrs);
-        self.sock
-            .send(&buf, 0)
-            .map_err(|e| local(format!("sending a netlink request: {e}")))?;
+        self.send(&buf)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
         let mut interrupted = false;
         let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {
-            rx.clear();
-            self.sock
-                .recv(&mut rx, 0)
-                .map_err(|e| local(format!("reading a netlink reply: {e}")))?;
+            self.recv(&mut rx)?;
             for (mtype, mflags, mseq, body) in messages(&rx)? {
                 if mseq != seq {
                     continue;
