@@ -55,32 +55,15 @@ fn list(plugin: &str, data: &TempDir) -> Value {
 /// vxlan's underlay; veth pairs, as the kernel may lack dummy links) and a link that routes portmap's made-up container address.
 fn host(label: &str) -> Sandbox {
     let h = Sandbox::new(label);
-    h.ip(&[
-        "link",
-        "add",
-        "bench-up0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "bench-up1",
-    ]);
-    h.ip(&["addr", "add", "192.0.2.1/24", "dev", "bench-up0"]);
-    h.ip(&["link", "set", "bench-up1", "up"]);
-    h.ip(&["link", "set", "bench-up0", "up"]);
-    h.ip(&[
-        "link",
-        "add",
-        "bench-pm0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "bench-pm1",
-    ]);
-    h.ip(&["addr", "add", "10.215.0.1/16", "dev", "bench-pm0"]);
-    h.ip(&["link", "set", "bench-pm1", "up"]);
-    h.ip(&["link", "set", "bench-pm0", "up"]);
+    for (end, peer, addr) in [
+        ("bench-up0", "bench-up1", "192.0.2.1/24"),
+        ("bench-pm0", "bench-pm1", "10.215.0.1/16"),
+    ] {
+        h.ip(&["link", "add", end, "type", "veth", "peer", "name", peer]);
+        h.ip(&["addr", "add", addr, "dev", end]);
+        h.ip(&["link", "set", peer, "up"]);
+        h.ip(&["link", "set", end, "up"]);
+    }
     h
 }
 

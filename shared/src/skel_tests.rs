@@ -77,23 +77,34 @@ impl Run {
     }
 }
 
-fn run(plugin: &Fake, env: &[(&str, &str)], stdin: &str) -> Run {
+/// `run_with` over `env` and `stdin`, writing to `stdout`; its exit status.
+fn run_status(
+    plugin: &Fake,
+    env: &[(&str, &str)],
+    stdin: &str,
+    stdout: &mut dyn std::io::Write,
+    stderr: &mut dyn std::io::Write,
+) -> i32 {
     let env: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let lookup = move |k: &str| env.get(k).cloned();
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let status = run_with(
+    run_with(
         plugin,
         ABOUT,
         &lookup,
         &mut stdin.as_bytes(),
         false,
-        &mut out,
-        &mut err,
-    );
+        stdout,
+        stderr,
+    )
+}
+
+fn run(plugin: &Fake, env: &[(&str, &str)], stdin: &str) -> Run {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let status = run_status(plugin, env, stdin, &mut out, &mut err);
     Run {
         status,
         stdout: String::from_utf8(out).unwrap(),
@@ -320,21 +331,9 @@ impl std::io::Write for BrokenPipe {
 
 #[test]
 fn an_add_whose_result_cannot_be_delivered_is_undone() {
-    let env: HashMap<String, String> = ADD
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| env.get(k).cloned();
     let plugin = Fake::default();
-    let status = run_with(
-        &plugin,
-        ABOUT,
-        &lookup,
-        &mut conf("1.1.0").as_bytes(),
-        false,
-        &mut BrokenPipe,
-        &mut Vec::new(),
-    );
+    let conf = conf("1.1.0");
+    let status = run_status(&plugin, &ADD, &conf, &mut BrokenPipe, &mut Vec::new());
     assert_eq!(status, 1);
     let seen = plugin.seen.borrow();
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -343,20 +342,7 @@ fn an_add_whose_result_cannot_be_delivered_is_undone() {
     // A DEL whose (empty) output cannot be delivered is just a DEL.
     let plugin = Fake::default();
     let del = with(&ADD, "CNI_COMMAND", "DEL");
-    let env: HashMap<String, String> = del
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = move |k: &str| env.get(k).cloned();
-    let status = run_with(
-        &plugin,
-        ABOUT,
-        &lookup,
-        &mut conf("1.1.0").as_bytes(),
-        false,
-        &mut BrokenPipe,
-        &mut Vec::new(),
-    );
+    let status = run_status(&plugin, &del, &conf, &mut BrokenPipe, &mut Vec::new());
     assert_eq!(status, 0);
     assert_eq!(plugin.seen.borrow().len(), 1);
 }
