@@ -371,3 +371,36 @@ fn macvlan_bridge_mode_into_containers_pings() {
     );
     assert_eq!(MacvlanMode::parse("mode", "nope").unwrap_err().code, 7);
 }
+
+/// `detach::delete_link` returns once the kernel has removed the link — both ends of a veth,
+/// its addresses with it — without waiting for the kernel's final release; a missing link is
+/// `Ok(false)`.
+#[test]
+fn a_detached_link_deletion_is_complete_when_it_returns() {
+    let host = Sandbox::new("dl-h");
+    let ctr = Sandbox::new("dl-c");
+    let h = nl(&host);
+    for round in 0..5 {
+        h.create_veth(Some("veth-dl"), "eth0", &ctr.netns(), &VethOpts::default())
+            .unwrap();
+        let c = nl(&ctr);
+        let eth0 = get(&c, "eth0");
+        c.add_address(eth0.index, net("10.66.0.2/24"), &AddrOpts::default())
+            .unwrap();
+        assert!(cni_shared::detach::delete_link(&ctr.netns(), eth0.index).unwrap());
+        assert!(
+            c.link("eth0").unwrap().is_none(),
+            "round {round}: eth0 left"
+        );
+        assert!(
+            h.link("veth-dl").unwrap().is_none(),
+            "round {round}: host end left"
+        );
+        assert!(c
+            .addresses(None, None)
+            .unwrap()
+            .iter()
+            .all(|a| a.net.ip() != ip("10.66.0.2")));
+        assert!(!cni_shared::detach::delete_link(&ctr.netns(), eth0.index).unwrap());
+    }
+}

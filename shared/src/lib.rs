@@ -9,6 +9,7 @@ pub mod args;
 pub mod bridged;
 pub mod conntrack;
 pub mod container;
+pub mod detach;
 pub mod error;
 pub mod firewall;
 pub mod fsutil;

@@ -9,8 +9,8 @@
 //! Closing a netfilter socket waits until the kernel has finished the nf_tables deletions
 //! committed so far (it flushes its destroy work, which waits for an RCU grace period: 10-20 ms
 //! here), whoever committed them. So a dropped socket is not closed at once: it stays open until
-//! the process exits, and the wait, if any is left by then, overlaps the work that came after
-//! the deletion (portmap's DEL: the conntrack flush) instead of adding to it.
+//! the process exits, when a child takes it over and closes it once the kernel has no such
+//! work pending ([`crate::detach::exit`]): neither the plugin nor the next transaction waits.
 
 use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
@@ -51,6 +51,13 @@ pub struct Nfnl {
 /// socket is closed at once.
 const LINGER_MAX: usize = 16;
 static LINGERING: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+/// The sockets dropped so far (for [`crate::detach::exit`]).
+pub fn take_lingering() -> Vec<Socket> {
+    LINGERING
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
 
 impl Drop for Nfnl {
     fn drop(&mut self) {

@@ -170,7 +170,7 @@ pub fn run<P: Plugin>(plugin: &P, about: About) -> ! {
         &mut std::io::stdout().lock(),
         &mut std::io::stderr(),
     );
-    std::process::exit(code)
+    crate::detach::exit(code)
 }
 
 fn install_panic_hook() {

@@ -2,10 +2,10 @@
 //! namespace, link or lease is success. It needs neither the master nor a valid `mtu`, so a
 //! network whose master has gone can still be torn down.
 
-use cni_shared::invoke;
 use cni_shared::netlink::{attachment_temp_name, Link, Netlink};
 use cni_shared::netns::NetNs;
 use cni_shared::skel::{Command, Request};
+use cni_shared::{detach, invoke};
 use cni_shared::{CniError, Result};
 
 use crate::add::user;
@@ -70,7 +70,8 @@ fn delete_link(req: &Request, conf: &Teardown) -> Result<()> {
             link.kind.as_deref().unwrap_or("device")
         ),
         Some(link) => {
-            cnl.delete_link(link.index)?;
+            // Returns once the link is gone; the kernel's final wait is a child's.
+            detach::delete_link(&ns, link.index)?;
             deleted.push(link);
         }
     }

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use super::add::ipam_type;
 use super::{tag_of, AttachConfig};
+use crate::detach;
 use crate::error::{code, CniError, Result};
 use crate::firewall::{self, macspoof, nftexec::Nft, Tag};
 use crate::invoke;
@@ -40,13 +41,9 @@ fn from_prev_result(req: &Request, found: &mut Found) {
 }
 
 /// The container interface, with what it tells about the attachment (addresses, MAC, host
-/// end): a socket in the container namespace and the link's index. `None` when the namespace
-/// or the interface is gone.
-fn find_interface(
-    req: &Request,
-    hnl: &Netlink,
-    found: &mut Found,
-) -> Result<Option<(Netlink, u32)>> {
+/// end): the container namespace and the link's index. `None` when the namespace or the
+/// interface is gone.
+fn find_interface(req: &Request, hnl: &Netlink, found: &mut Found) -> Result<Option<(NetNs, u32)>> {
     let Some(path) = req.netns.as_deref() else {
         return Ok(None);
     };
@@ -71,7 +68,7 @@ fn find_interface(
             found.port = Some(host.name);
         }
     }
-    Ok(Some((cnl, link.index)))
+    Ok(Some((ns, link.index)))
 }
 
 /// Tear the attachment down: firewall entries, container interface (veth pair), IPAM. Keeps
@@ -98,10 +95,7 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
             None
         }
     };
-    // Firewall first: the kernel finishes an nftables deletion in the background (an RCU grace
-    // period) and makes the process wait for it when it closes its socket at exit; deleting the
-    // veth below waits for grace periods too, so the two waits overlap. And firewall before
-    // IPAM: an address must not be handed out again while a rule still names it.
+    // Firewall before IPAM: an address must not be handed out again while a rule still names it.
     if cfg.ip_masq {
         let masq = firewall::masquerade(cfg.masq_backend);
         note(masq.del(&tag, &found.ips), "removing masquerade");
@@ -110,12 +104,12 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
         let hint = found.port.as_deref().map(|p| (p, found.mac));
         note(macspoof::del(&tag, hint), "removing macspoofchk entries");
     }
-    // Deleting the veth waits in the kernel for RCU grace periods (~15 ms here); IPAM DEL (a
-    // process) runs meanwhile on a second thread.
+    // IPAM DEL (a process) runs on a second thread meanwhile. The veth's deletion returns once
+    // the kernel has removed it; its final wait is a child's (`detach`).
     let (deleted, released) = std::thread::scope(|s| {
         let ipam = ipam_type(req).map(|t| s.spawn(move || invoke::delegate(t, Command::Del, req)));
         // Deleting one end deletes the pair.
-        let deleted = iface.map(|(cnl, index)| cnl.delete_link(index).map(drop));
+        let deleted = iface.map(|(ns, index)| detach::delete_link(&ns, index).map(drop));
         let released = ipam.map(|j| {
             j.join()
                 .unwrap_or_else(|_| Err(CniError::internal("the IPAM DEL thread panicked")))

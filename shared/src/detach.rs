@@ -1,0 +1,375 @@
+//! Kernel waits a plugin does not sit through.
+//!
+//! Two clean-ups make the process that triggers them wait for RCU grace periods (10–25 ms on
+//! the development VM) *after* the state a runtime can observe has already changed:
+//!
+//! - **Deleting a link.** The kernel unlists the device, removes its addresses and routes, and
+//!   announces `RTM_DELLINK`; then, after releasing the RTNL lock, it waits for the device's
+//!   last references (`netdev_run_todo`: `rcu_barrier`) before it acknowledges the request.
+//! - **Closing a netfilter socket while nf_tables deletions are pending.** The socket's release
+//!   flushes the kernel's destroy work, which waits for a grace period before freeing what
+//!   earlier transactions removed — whoever committed them — and holds the namespace's
+//!   nf_tables commit lock meanwhile, so every transaction there waits too.
+//!
+//! Neither wait changes what the plugin reports, so DEL hands both to a short-lived child
+//! process and returns without them: [`delete_link`] returns once the kernel has announced the
+//! link's removal from its namespace, and [`exit`] gives the netfilter sockets to a child that
+//! closes them after the plugin has exited, once the kernel has no destroy work pending (so
+//! the close waits for nothing and holds no lock another transaction needs). The child inherits no
+//! other descriptor (none of stdin, stdout, stderr: a runtime reads a plugin's stdout until
+//! every writer has closed it; none of the lock files), makes only raw system calls (it is the
+//! child of a multi-threaded process), and ends as soon as the kernel returns.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::error::{CniError, Result};
+use crate::netns::NetNs;
+
+const RTM_DELLINK: u16 = 17;
+const NLMSG_ERROR: u16 = 2;
+const RTMGRP_LINK: u32 = 1;
+/// How long [`delete_link`] waits for the kernel (it answers in milliseconds).
+const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above every Linux errno; what the deleting child's exit status can carry.
+const MAX_ERRNO: i32 = 150;
+
+/// Close every descriptor but `keep`, in the child right after `fork` (raw calls only).
+fn close_all_but(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut from: libc::c_uint = 0;
+    for &fd in keep.iter() {
+        let Ok(fd) = libc::c_uint::try_from(fd) else {
+            continue;
+        };
+        if fd > from {
+            close_range(from, fd - 1);
+        }
+        from = fd.saturating_add(1);
+    }
+    close_range(from, libc::c_uint::MAX);
+}
+
+fn close_range(first: libc::c_uint, last: libc::c_uint) {
+    // SAFETY: close_range only closes descriptors; the child owns no Rust object that uses them.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    if r != 0 {
+        // Kernels before 5.9: one by one, up to a bound no plugin comes near.
+        for fd in first..=last.min(4095) {
+            // SAFETY: as above.
+            unsafe { libc::close(fd as RawFd) };
+        }
+    }
+}
+
+/// Fork a child that keeps only `keep`, runs `child` and exits with its value. The parent gets
+/// the child's pid.
+///
+/// # Safety
+/// `child` runs in the copy of a multi-threaded process: it may only make raw system calls
+/// (no allocation, no locks, no logging) on memory prepared before the fork.
+unsafe fn spawn(keep: &[RawFd], child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
+    // Room for every lingering netfilter socket (nfnl's LINGER_MAX) and a pipe.
+    let mut keep_buf = [0 as RawFd; 32];
+    let n = keep.len().min(keep_buf.len());
+    keep_buf[..n].copy_from_slice(&keep[..n]);
+    // SAFETY: fork has no preconditions; what the child may do is the caller's contract.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            // A session of its own: the runtime's signals to the plugin's group miss it.
+            // SAFETY: setsid and _exit are raw system calls.
+            unsafe { libc::setsid() };
+            close_all_but(&mut keep_buf[..n]);
+            let code = child();
+            // SAFETY: as above; _exit skips the parent's atexit handlers and buffers.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// The RTM_DELLINK request for link `index` (an nlmsghdr and an ifinfomsg).
+fn dellink_message(index: u32) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    m[4..6].copy_from_slice(&RTM_DELLINK.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    m[6..8].copy_from_slice(&flags.to_ne_bytes());
+    m[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // ifinfomsg: family, pad, type (u16), index (i32), flags, change.
+    m[20..24].copy_from_slice(&index.to_ne_bytes());
+    m
+}
+
+/// The errno of the first NLMSG_ERROR in `buf` (0: acknowledged); `None` when there is none.
+fn ack_errno(buf: &[u8]) -> Option<i32> {
+    let mut at = 0;
+    while at + 20 <= buf.len() {
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
+        if kind == NLMSG_ERROR {
+            return Some(-i32::from_ne_bytes(buf[at + 16..at + 20].try_into().ok()?));
+        }
+        if len < 16 {
+            return None;
+        }
+        at += (len + 3) & !3;
+    }
+    None
+}
+
+/// Whether `buf` (messages from the link group) announces the removal of link `index`.
+fn announces_removal(buf: &[u8], index: u32) -> bool {
+    let mut at = 0;
+    while at + 32 <= buf.len() {
+        let Ok(len) = buf[at..at + 4].try_into().map(u32::from_ne_bytes) else {
+            return false;
+        };
+        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+        let idx = u32::from_ne_bytes([buf[at + 20], buf[at + 21], buf[at + 22], buf[at + 23]]);
+        if kind == RTM_DELLINK && idx == index {
+            return true;
+        }
+        if len < 16 {
+            return false;
+        }
+        at += (len as usize + 3) & !3;
+    }
+    false
+}
+
+/// A raw rtnetlink socket: `groups` to listen to (0: a request socket).
+fn route_socket(groups: u32) -> io::Result<Socket> {
+    let mut s = Socket::new(NETLINK_ROUTE)?;
+    s.bind(&SocketAddr::new(0, groups))?;
+    Ok(s)
+}
+
+/// Give `fd` a receive timeout.
+fn recv_timeout(fd: RawFd, d: Duration) {
+    let tv = libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: a plain setsockopt with a correctly sized value.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+}
+
+/// `ip link del` of link `index` in `ns`, without waiting for the kernel's final release of
+/// the device: `Ok(true)` once the kernel has announced the link's removal (its addresses and
+/// routes are gone by then, and a veth's peer with it), `Ok(false)` when there was no such
+/// link. A child process sends the request and sits through the rest.
+pub fn delete_link(ns: &NetNs, index: u32) -> Result<bool> {
+    let what = || format!("deleting link {index} in {}", ns.path().display());
+    let socks = ns
+        .run(|| Ok::<_, io::Error>((route_socket(RTMGRP_LINK)?, route_socket(0)?)))?
+        .map_err(|e| CniError::internal(format!("{}: opening a netlink socket: {e}", what())))?;
+    let (monitor, request) = socks;
+    let (mon, req) = (monitor.as_raw_fd(), request.as_raw_fd());
+    recv_timeout(req, Duration::from_secs(60));
+    let msg = dellink_message(index);
+    // SAFETY: the child sends a message built before the fork into a stack buffer, reads the
+    // answer into another, and exits: raw system calls only.
+    let child = unsafe {
+        spawn(&[req], || {
+            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+            kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            let sent = libc::sendto(
+                req,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            );
+            if sent < 0 {
+                return 200;
+            }
+            let mut buf = [0u8; 4096];
+            let n = libc::recv(req, buf.as_mut_ptr().cast(), buf.len(), 0);
+            if n < 0 {
+                return 201;
+            }
+            // The exit status says how it went: 0 deleted, 1 no such link, 2 + errno.
+            match ack_errno(&buf[..n as usize]) {
+                Some(0) => 0,
+                Some(e) if e == libc::ENODEV => 1,
+                Some(e) => 2 + e.clamp(0, MAX_ERRNO),
+                None => 202,
+            }
+        })
+    }
+    .map_err(|e| CniError::internal(format!("{}: fork: {e}", what())))?;
+    drop(request);
+    wait_removed(&monitor, mon, index, child)
+        .map_err(|e| CniError::internal(format!("{}: {e}", what())))
+}
+
+/// Wait until `monitor` announces the removal of `index`, or the child ends.
+fn wait_removed(
+    monitor: &Socket,
+    mon: RawFd,
+    index: u32,
+    child: libc::pid_t,
+) -> std::result::Result<bool, String> {
+    let deadline = Instant::now() + DELETE_TIMEOUT;
+    let mut buf = vec![0u8; 1 << 16];
+    // The child's exit is polled between announcements (a pidfd would need Linux 5.3).
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child.
+        let reaped = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        if reaped == child {
+            return match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+                Some(0) => Ok(true),
+                Some(1) => Ok(false),
+                Some(c) if (2..=2 + MAX_ERRNO).contains(&c) => {
+                    Err(io::Error::from_raw_os_error(c - 2).to_string())
+                }
+                Some(c) => Err(format!("the helper process failed (status {c})")),
+                None => Err("the helper process was killed".into()),
+            };
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no answer within {}s", DELETE_TIMEOUT.as_secs()));
+        }
+        let mut pfd = libc::pollfd {
+            fd: mon,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Wake up now and then to look at the child.
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 2) };
+        if ready > 0 {
+            buf.clear();
+            match monitor.recv(&mut buf, libc::MSG_DONTWAIT) {
+                Ok(_) if announces_removal(&buf, index) => return Ok(true),
+                Ok(_) => {}
+                // Missed announcements (ENOBUFS): the child's exit tells.
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Exit the process with `code`, first handing its netfilter sockets to a child that closes
+/// them once this process is gone and the kernel has no destroy work pending (see the module
+/// doc).
+pub fn exit(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let socks = crate::nfnl::take_lingering();
+    if !socks.is_empty() {
+        hand_over(socks);
+    }
+    std::process::exit(code)
+}
+
+/// Let the kernel take up the nf_tables destroy work pending now, so that closing the sockets
+/// afterwards finds none (a release that finds some waits for it, holding the namespace's
+/// commit lock). Its worker takes up queued work at once unless it is still freeing an earlier
+/// batch, which takes one grace period; so two grace periods (`MEMBARRIER_CMD_GLOBAL` is the
+/// kernel's `synchronize_rcu`). (A probe socket in a private namespace would wait for the work
+/// exactly, but making and dismantling a namespace stalls the host's nf_tables transactions
+/// more than it saves.) Raw calls only.
+fn drain_destroy_work() {
+    for _ in 0..2 {
+        // SAFETY: raw system calls on values of our own.
+        unsafe {
+            if libc::syscall(
+                libc::SYS_membarrier,
+                1 as libc::c_int,
+                0 as libc::c_uint,
+                0 as libc::c_int,
+            ) != 0
+            {
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 20_000_000,
+                };
+                libc::nanosleep(&pause, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// Fork a child holding `socks` that closes them after this process has closed its copies and
+/// the kernel's pending destroy work is done ([`drain_destroy_work`]); on failure the sockets
+/// are closed here.
+fn hand_over(socks: Vec<Socket>) {
+    let mut fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
+        return;
+    }
+    fds.push(pipe[0]);
+    let (rd, wr) = (pipe[0], pipe[1]);
+    // SAFETY: the child reads from a pipe and closes descriptors: raw calls only.
+    let _ = unsafe {
+        spawn(&fds, move || {
+            // End of file: the parent has closed its copies of the sockets.
+            let mut b = [0u8; 1];
+            while libc::read(rd, b.as_mut_ptr().cast(), 1) > 0 {}
+            drain_destroy_work();
+            0
+        })
+    };
+    drop(socks);
+    // SAFETY: our own pipe descriptors, closed once.
+    unsafe {
+        libc::close(wr);
+        libc::close(rd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dellink_request_names_the_link() {
+        let m = dellink_message(0x0102_0304);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 32);
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), RTM_DELLINK);
+        assert_eq!(
+            u32::from_ne_bytes(m[20..24].try_into().unwrap()),
+            0x0102_0304
+        );
+    }
+
+    #[test]
+    fn acks_and_announcements_are_read() {
+        let mut ack = vec![0u8; 36];
+        ack[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        ack[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        assert_eq!(ack_errno(&ack), Some(0));
+        ack[16..20].copy_from_slice(&(-libc::ENODEV).to_ne_bytes());
+        assert_eq!(ack_errno(&ack), Some(libc::ENODEV));
+        assert_eq!(ack_errno(&ack[..10]), None);
+
+        let del = dellink_message(7);
+        assert!(announces_removal(&del, 7));
+        assert!(!announces_removal(&del, 8));
+        let mut two = dellink_message(3).to_vec();
+        two[4..6].copy_from_slice(&16u16.to_ne_bytes()); // RTM_NEWLINK
+        two.extend_from_slice(&del);
+        assert!(announces_removal(&two, 7));
+        assert!(!announces_removal(&two, 3));
+        assert!(!announces_removal(&[0u8; 40], 0));
+    }
+}
