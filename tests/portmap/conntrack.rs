@@ -89,6 +89,14 @@ fn conntrack_with(backend: &'static str, n: u8) {
         "ADD flushed the stale entry"
     );
     assert!(entries(&env, 8053).contains(&format!("src=10.80.{n}.")));
+    if backend == "nftables" {
+        // The DNAT element counts what it NATed: DEL walks the connection table for it.
+        let dnat = dnat4(&env);
+        assert!(
+            dnat.contains("counter packets") && !dnat.contains("counter packets 0 "),
+            "{dnat}"
+        );
+    }
 
     env.detach("c1", Some(&c1), maps.clone(), &r1);
     assert!(
@@ -107,6 +115,14 @@ fn conntrack_with(backend: &'static str, n: u8) {
     drop(client);
     s1.join().unwrap();
     s2.join().unwrap();
+}
+
+/// `nft list map inet cni_hostport dnat4`.
+fn dnat4(env: &Env) -> String {
+    let out = env
+        .host
+        .exec("nft", &["list", "map", "inet", "cni_hostport", "dnat4"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -208,4 +224,41 @@ fn a_del_cut_short_still_flushes_nftables() {
 #[test]
 fn a_del_cut_short_still_flushes_iptables() {
     cut_short_with("iptables", 8);
+}
+
+/// A host whose table was made by an earlier version, with DNAT maps without element counters
+/// (a map cannot be redefined with them): ADD sets up what is missing the old way, and DEL,
+/// which cannot tell whether such an element NATed anything, flushes.
+#[test]
+fn dnat_maps_without_counters_still_work_and_flush() {
+    let env = Env::new("pm-old", "nftables", 9);
+    let c1 = Sandbox::new("pm-old-c1");
+    let old = "add table inet cni_hostport; \
+               add map inet cni_hostport dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }";
+    let out = env.host.exec("nft", &[old]);
+    assert!(out.status.success(), "{out:?}");
+    let client = env
+        .ext
+        .netns()
+        .run(|| UdpSocket::bind("192.0.2.2:40002"))
+        .unwrap()
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
+    let s1 = echo(&c1, 53, "c1");
+    let r1 = env.attach("c1", &c1, maps.clone()).unwrap();
+    assert!(env.rules().contains("map dnat6"), "{}", env.rules());
+    assert!(!env.rules().contains("counter"), "{}", env.rules());
+    assert_eq!(who(&client, sa(EXT_HOST4, 8053)).as_deref(), Some("c1"));
+    assert!(entries(&env, 8053).contains("dport=8053"));
+    env.detach("c1", Some(&c1), maps, &r1);
+    assert!(
+        !entries(&env, 8053).contains("dport=8053"),
+        "DEL flushed: {}",
+        entries(&env, 8053)
+    );
+    drop(client);
+    s1.join().unwrap();
 }

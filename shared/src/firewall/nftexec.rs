@@ -8,6 +8,8 @@
 //! ipMasq); DEL: 25 ms vs 40 ms (the binary's exit waits for the kernel's RCU grace period
 //! before the veth deletion starts, the library's overlaps it). So the library is preferred;
 //! `CNI_NFT=binary` forces the binary (for measurements, and as a way around a broken library).
+//! The static musl build we ship cannot dlopen, so it always runs the binary; the hot paths do
+//! not come here (element changes and lookups go through nfnetlink: `nftelem`, `nftset`).
 //!
 //! A script runs as one transaction either way: `nft -f` and `nft_run_cmd_from_buffer` send
 //! the whole buffer as one netlink batch, which the kernel applies atomically or not at all.

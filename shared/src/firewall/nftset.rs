@@ -19,6 +19,11 @@ pub(crate) const NFTA_LIST_ELEM: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
 pub(crate) const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_SET_ELEM_EXPR: u16 = 7;
+const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 pub(crate) const NFTA_DATA_VALUE: u16 = 1;
 pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
 pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
@@ -37,6 +42,8 @@ pub struct Element {
     /// The chain a verdict map element jumps to.
     pub chain: Option<String>,
     pub comment: Option<String>,
+    /// The packets of the element's counter, when its set gives elements one.
+    pub packets: Option<u64>,
 }
 
 /// Register bytes of concatenation fields.
@@ -82,6 +89,16 @@ fn comment_of(udata: &[u8]) -> Option<String> {
     None
 }
 
+/// The packets of a `counter` expression (`NFTA_EXPR_NAME`, `NFTA_EXPR_DATA`); `None` for
+/// another expression.
+fn counter_packets(expr: &[u8]) -> Option<u64> {
+    if attr(expr, NFTA_EXPR_NAME).map(str_of).as_deref() != Some("counter") {
+        return None;
+    }
+    let v = attr(attr(expr, NFTA_EXPR_DATA)?, NFTA_COUNTER_PACKETS)?;
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
 fn parse_elem(buf: &[u8]) -> Element {
     let mut e = Element::default();
     for (k, v) in attrs(buf) {
@@ -96,6 +113,12 @@ fn parse_elem(buf: &[u8]) -> Element {
                 }
             }
             NFTA_SET_ELEM_USERDATA => e.comment = comment_of(v),
+            NFTA_SET_ELEM_EXPR => e.packets = e.packets.or(counter_packets(v)),
+            NFTA_SET_ELEM_EXPRESSIONS => {
+                for (_, expr) in attrs(v) {
+                    e.packets = e.packets.or(counter_packets(expr));
+                }
+            }
             _ => {}
         }
     }
@@ -198,5 +221,30 @@ mod tests {
         assert_eq!(e.chain.as_deref(), Some("hp-1"));
         assert_eq!(e.comment.as_deref(), Some("cni:x"));
         assert_eq!(comment_of(&[0, 9, b'a']), None, "truncated user data");
+        assert_eq!(e.packets, None, "no counter");
+    }
+
+    #[test]
+    fn reads_an_element_counter() {
+        let counter = |name: &str, packets: u64| {
+            let mut x = Attrs::new();
+            x.put_str(NFTA_EXPR_NAME, name).nest(NFTA_EXPR_DATA, |d| {
+                d.put(1, &9u64.to_be_bytes())
+                    .put(NFTA_COUNTER_PACKETS, &packets.to_be_bytes());
+            });
+            x.0
+        };
+        let mut one = Attrs::new();
+        one.put(NFTA_SET_ELEM_EXPR, &counter("counter", 3));
+        assert_eq!(parse_elem(&one.0).packets, Some(3));
+        let mut list = Attrs::new();
+        list.nest(NFTA_SET_ELEM_EXPRESSIONS, |l| {
+            l.put(NFTA_LIST_ELEM, &counter("quota", 1))
+                .put(NFTA_LIST_ELEM, &counter("counter", 0));
+        });
+        assert_eq!(parse_elem(&list.0).packets, Some(0));
+        let mut other = Attrs::new();
+        other.put(NFTA_SET_ELEM_EXPR, &counter("limit", 5));
+        assert_eq!(parse_elem(&other.0).packets, None);
     }
 }

@@ -47,6 +47,17 @@ fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
 }
 
 impl NftHostPorts {
+    /// Create the table, maps and chains an ADD's elements refer to: DNAT maps with element
+    /// counters, or as they are when an earlier version made them without.
+    fn setup(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
+        let (nft, what) = (nft()?, "creating table inet cni_hostport");
+        match nft.run(&setup_script(tag, fwds, &self.opts, true)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_exists() => run(nft, &setup_script(tag, fwds, &self.opts, false), what),
+            Err(e) => Err(e.cni(what)),
+        }
+    }
+
     /// Refuse a hostIP mapping whose port another attachment publishes on every address.
     fn check_wildcards(&self, nl: &mut Nfnl, tag: &Tag, fwds: &[Forward]) -> Result<()> {
         for f in fwds {
@@ -136,11 +147,7 @@ impl HostPorts for NftHostPorts {
         for _ in 0..3 {
             match commit(&mut nl, &ops) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_missing() => run(
-                    nft()?,
-                    &setup_script(tag, fwds, &self.opts),
-                    "creating table inet cni_hostport",
-                )?,
+                Err(e) if e.is_missing() => self.setup(tag, fwds)?,
                 Err(e) if e.is_exists() => return self.replace(&mut nl, tag, fwds),
                 Err(e) => return Err(e.cni("adding host port entries")),
             }

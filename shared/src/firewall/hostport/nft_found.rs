@@ -41,13 +41,22 @@ pub(super) struct Found {
     pub claim: Claim,
     pub gid: u32,
     pub target: Option<(IpAddr, u16)>,
+    /// Whether connections may have been NATed through it: its DNAT element's counter is not
+    /// zero, or it has none (a map made by an earlier version), or the element is gone.
+    pub used: bool,
 }
 
 impl Found {
     pub fn read(nl: &mut Nfnl, claim: Claim, gid: u32) -> Result<Found> {
-        let target =
-            get(nl, &claim.dnat_map(gid), &claim.key_bytes())?.and_then(|d| decode_target(&d.data));
-        Ok(Found { claim, gid, target })
+        let dnat = get(nl, &claim.dnat_map(gid), &claim.key_bytes())?;
+        let target = dnat.as_ref().and_then(|d| decode_target(&d.data));
+        let used = target.is_none() || dnat.is_some_and(|d| d.packets != Some(0));
+        Ok(Found {
+            claim,
+            gid,
+            target,
+            used,
+        })
     }
 
     pub fn delete_ops(&self) -> Vec<Op> {
@@ -72,12 +81,10 @@ impl Found {
 /// How [`remove`] orders its deletions around the conntrack flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Steps {
-    /// DEL: every element in one transaction, then the flush. The kernel frees deleted
-    /// elements after an RCU grace period, and a process that closes a netfilter socket (at
-    /// exit, at the latest) waits for the frees still pending, whoever committed them: a
-    /// deletion committed right before exit cost every DEL that wait (20-25 ms here), one
-    /// committed before the conntrack walk passes it during the walk. A DEL killed before its
-    /// flush is covered on its retry by [`hinted`].
+    /// DEL: every element in one transaction, then the flush (when a removed DNAT element
+    /// NATed anything: see [`Found::used`]). A DEL killed before its flush is covered on its
+    /// retry by [`hinted`]. (The kernel frees deleted elements after an RCU grace period, and
+    /// closing a netfilter socket waits for that: `crate::detach::exit` keeps it off DEL.)
     One,
     /// GC, which has no hints for a retry: the DNAT and hairpin elements, the flush, then the
     /// claims, so that a GC killed half-way finds the claims and flushes on its next run.
@@ -106,7 +113,14 @@ pub(super) fn remove(
         .collect();
     delete_all(nl, &first, what)?;
     let published: Vec<Published> = found.iter().map(Found::published).collect();
-    let flushed: Vec<Published> = published.iter().copied().chain(also).collect();
+    // A DNAT element that NATed no connection left no conntrack entry: no walk of the
+    // kernel's connection table (~13 ms) for it.
+    let flushed: Vec<Published> = found
+        .iter()
+        .filter(|f| f.used)
+        .map(Found::published)
+        .chain(also)
+        .collect();
     if !flushed.is_empty() {
         flush(&flushed);
     }

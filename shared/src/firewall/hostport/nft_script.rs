@@ -216,18 +216,22 @@ pub fn group_chains(v6: bool, gid: u32) -> [String; 2] {
 }
 
 /// The DNAT maps and the prerouting/output chains of one family's condition group. Idempotent.
-pub fn group_script(v6: bool, conds: &[String]) -> String {
+/// With `counters`, each DNAT element counts the connections it NATed (DEL skips the conntrack
+/// flush of a mapping that NATed none); a map created without them (by an earlier version)
+/// cannot be redefined with them: the kernel says EEXIST, and the script without is used.
+pub fn group_script(v6: bool, conds: &[String], counters: bool) -> String {
     let gid = group_id(conds);
     let (f, x, sx) = (fam(v6), ipx(v6), sfx(gid));
     let addr = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+    let counter = if counters { " counter;" } else { "" };
     let c = if conds.is_empty() {
         String::new()
     } else {
         format!("{} ", conds.join(" "))
     };
     let mut s = format!(
-        "add map {TABLE} dnat{f}{sx} {{ type inet_proto . inet_service : {addr} . inet_service; }}\n\
-         add map {TABLE} dnatip{f}{sx} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service; }}\n"
+        "add map {TABLE} dnat{f}{sx} {{ type inet_proto . inet_service : {addr} . inet_service;{counter} }}\n\
+         add map {TABLE} dnatip{f}{sx} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service;{counter} }}\n"
     );
     for (chain, hook) in [("pre", "prerouting"), ("out", "output")] {
         // ::1 cannot be routed to a container (IPv6 has no route_localnet).
@@ -325,12 +329,13 @@ pub fn create_ops(tag: &Tag, fwds: &[Forward], opts: &Options) -> Vec<Op> {
     ops
 }
 
-/// Every object an ADD's elements refer to (for the setup after ENOENT).
-pub fn setup_script(tag: &Tag, fwds: &[Forward], opts: &Options) -> String {
+/// Every object an ADD's elements refer to (for the setup after ENOENT); `counters`: see
+/// [`group_script`].
+pub fn setup_script(tag: &Tag, fwds: &[Forward], opts: &Options, counters: bool) -> String {
     let mut s = base_script();
     for v6 in [false, true] {
         if fwds.iter().any(|f| f.v6() == v6) {
-            s.push_str(&group_script(v6, opts.conditions(v6)));
+            s.push_str(&group_script(v6, opts.conditions(v6), counters));
         }
     }
     if opts.snat {

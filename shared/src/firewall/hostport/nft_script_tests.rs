@@ -58,7 +58,7 @@ fn groups() {
     assert_eq!(group_id(&[]), 0);
     let g = group_id(&["ip saddr 10.0.0.0/8".to_string()]);
     assert_ne!(g, 0);
-    let s = group_script(false, &["ip saddr 10.0.0.0/8".to_string()]);
+    let s = group_script(false, &["ip saddr 10.0.0.0/8".to_string()], true);
     let sx = format!("-{g:08x}");
     assert!(s.contains(&format!(
         "add rule inet cni_hostport pre4{sx} ip saddr 10.0.0.0/8 fib daddr type local dnat ip to \
@@ -68,7 +68,11 @@ fn groups() {
         group_chains(false, g),
         [format!("pre4{sx}"), format!("out4{sx}")]
     );
-    let s6 = group_script(true, &[]);
+    let s6 = group_script(true, &[], true);
+    assert!(s6.contains(
+        "add map inet cni_hostport dnat6 { type inet_proto . inet_service : ipv6_addr . inet_service; counter; }\n"
+    ));
+    assert!(!group_script(true, &[], false).contains("counter"));
     assert!(s6.contains(
         "add rule inet cni_hostport out6 ip6 daddr != ::1 fib daddr type local dnat ip6 to \
          meta l4proto . th dport map @dnat6\n"
@@ -109,7 +113,7 @@ fn add_script() {
         ..Options::default()
     };
     assert!(!create_script(&tag, &fwds, &no_snat).contains("hairpin"));
-    let setup = setup_script(&tag, &fwds, &opts);
+    let setup = setup_script(&tag, &fwds, &opts, true);
     for want in [
         "add table inet cni_hostport",
         "pre4",
