@@ -5,8 +5,8 @@
 #                    [--no-reference] [--only bridge,portmap]
 #       everything: binary sizes, host-local at 60k leases, every plugin, the bridge+host-local+
 #       portmap chain through cnitool for containers 1..N, peak RSS; --quick: N=20, 10 rounds;
-#       --iptables adds ours with the iptables backends, --static ours built as static musl
-#       binaries (needs the x86_64-unknown-linux-musl target: rustup target add ...)
+#       --iptables adds ours with the iptables backends, --glibc ours built for glibc (next to
+#       the shipped static musl build, see build_shipped in scripts/lib.sh)
 #   scripts/bench.sh chain|plugins|host-local|rss [options]   one part
 #   scripts/bench.sh bridge [--attached 200] [--rounds 50]     bridge per masquerade backend
 #   scripts/bench.sh portmap [--levels 1,100,1000] [--rounds 20]   portmap at N installed mappings
@@ -27,8 +27,9 @@ if [ ! -x /usr/lib/cni/bridge ] && [ "${CNI_BENCH_NO_INSTALL:-0}" != 1 ] \
     apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null ||
         echo "(could not install containernetworking-plugins: running without the reference)" >&2
 fi
-cargo build --release --workspace --bins --locked >&2
-if [[ " $* " == *" --static "* ]]; then
-    cargo build --release --workspace --bins --locked --target x86_64-unknown-linux-musl >&2
+build_shipped >&2
+if [[ " $* " == *" --glibc "* ]]; then
+    cargo build --release --workspace --bins --locked >&2
+    export CNI_BENCH_GLIBC_DIR="$PWD/target/release"
 fi
-exec target/release/cni-bench "${@:-all}"
+exec "$SHIPPED_DIR/cni-bench" "${@:-all}"

@@ -8,6 +8,5 @@ cd "$(dirname "$0")/.."
 need_root "$@"
 ensure_cargo
 ensure_tools "${TEST_TOOLS[@]}"
-echo "==> building release binaries"
-cargo build --release --workspace --bins --locked
-exec target/release/cni-demo
+build_shipped
+exec "$SHIPPED_DIR/cni-demo"

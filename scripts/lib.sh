@@ -35,3 +35,30 @@ ensure_cargo() {
 
 # What the integration tests and the demo run: ip, bridge, ping, nft, iptables, conntrack, unshare.
 TEST_TOOLS=(ip:iproute2 bridge:iproute2 ping:iputils-ping nft:nftables iptables:iptables ip6tables:iptables conntrack:conntrack unshare:util-linux flock:util-linux)
+
+# build_shipped — the release build we ship, into SHIPPED_DIR: static musl binaries when the
+# Rust toolchain has (or, through rustup, can get) the x86_64-unknown-linux-musl target. A
+# static musl process starts in ~0.2 ms where a glibc one takes ~0.9 ms on the development VM
+# (glibc's start-up probes the CPU with CPUID, a trap to the hypervisor each; then the dynamic
+# loader), and a chain ADD starts four. Without the target: the glibc build, said so.
+# Static musl binaries cannot dlopen libnftables; they run the `nft` binary for the rare
+# table setup and for listings (see shared/src/firewall/nftexec.rs).
+MUSL_TARGET=x86_64-unknown-linux-musl
+build_shipped() {
+    local sysroot
+    sysroot=$(rustc --print sysroot 2>/dev/null || true)
+    if [ "$(uname -m)" = x86_64 ] && [ ! -d "$sysroot/lib/rustlib/$MUSL_TARGET/lib" ] \
+        && command -v rustup >/dev/null 2>&1; then
+        echo "==> adding the Rust target $MUSL_TARGET (static binaries)"
+        rustup target add "$MUSL_TARGET" >/dev/null 2>&1 || true
+    fi
+    if [ -n "$sysroot" ] && [ -d "$sysroot/lib/rustlib/$MUSL_TARGET/lib" ]; then
+        echo "==> building the release binaries (static, $MUSL_TARGET)"
+        cargo build --release --workspace --bins --locked --target "$MUSL_TARGET"
+        SHIPPED_DIR=target/$MUSL_TARGET/release
+    else
+        echo "==> building the release binaries (glibc: the Rust target $MUSL_TARGET is not available)"
+        cargo build --release --workspace --bins --locked
+        SHIPPED_DIR=target/release
+    fi
+}

@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use runtime::Side;
 
 const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
-     [--rounds N] [--leases N] [--no-reference] [--iptables] [--static] [--compare DIR]... [--only bridge,portmap]
+     [--rounds N] [--leases N] [--no-reference] [--iptables] [--glibc] [--compare DIR]... [--only bridge,portmap]
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
@@ -82,11 +82,11 @@ fn plan(args: &[String]) -> Result<Plan> {
             sides.push(Side::other(dir.into()));
         }
     }
-    if args.iter().any(|a| a == "--static") {
-        match Side::ours_static() {
+    if args.iter().any(|a| a == "--glibc") {
+        match Side::ours_glibc() {
             Some(s) => sides.push(s),
             None => {
-                bail!("--static: build the musl binaries first (scripts/bench.sh --static does)")
+                bail!("--glibc: build the glibc binaries first (scripts/bench.sh --glibc does)")
             }
         }
     }

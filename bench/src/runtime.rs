@@ -46,15 +46,12 @@ impl Side {
         }
     }
 
-    /// Our plugins built as static musl binaries (`cargo build --release --target
-    /// x86_64-unknown-linux-musl`), when built.
-    pub fn ours_static() -> Option<Side> {
-        let dir = bin_dir()
-            .parent()?
-            .join("x86_64-unknown-linux-musl")
-            .join("release");
+    /// Our plugins built for glibc (`cargo build --release`), next to the shipped static musl
+    /// build: the directory `scripts/bench.sh --glibc` puts in `CNI_BENCH_GLIBC_DIR`.
+    pub fn ours_glibc() -> Option<Side> {
+        let dir = PathBuf::from(std::env::var_os("CNI_BENCH_GLIBC_DIR")?);
         dir.join("bridge").is_file().then(|| Side {
-            label: "ours (static)".into(),
+            label: "ours (glibc)".into(),
             dir,
             ..Side::ours()
         })
