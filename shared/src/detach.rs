@@ -6,19 +6,22 @@
 //! - **Deleting a link.** The kernel unlists the device, removes its addresses and routes, and
 //!   announces `RTM_DELLINK`; then, after releasing the RTNL lock, it waits for the device's
 //!   last references (`netdev_run_todo`: `rcu_barrier`) before it acknowledges the request.
-//! - **Closing a netfilter socket while nf_tables deletions are pending.** The socket's release
-//!   flushes the kernel's destroy work, which waits for a grace period before freeing what
-//!   earlier transactions removed — whoever committed them — and holds the namespace's
-//!   nf_tables commit lock meanwhile, so every transaction there waits too.
+//! - **Closing a netfilter socket.** Its release (Linux 6.x) flushes the namespace's nf_tables
+//!   destroy work, which frees what transactions deleted one grace period after their commit —
+//!   whoever committed them — and holds the namespace's nf_tables commit lock meanwhile, so
+//!   every transaction there waits too.
 //!
-//! Neither wait changes what the plugin reports, so DEL hands both to a short-lived child
-//! process and returns without them: [`delete_link`] returns once the kernel has announced the
-//! link's removal from its namespace, and [`exit`] gives the netfilter sockets to a child that
-//! closes them after the plugin has exited, once the kernel has no destroy work pending (so
-//! the close waits for nothing and holds no lock another transaction needs). The child inherits no
-//! other descriptor (none of stdin, stdout, stderr: a runtime reads a plugin's stdout until
-//! every writer has closed it; none of the lock files), makes only raw system calls (it is the
-//! child of a multi-threaded process), and ends as soon as the kernel returns.
+//! Neither wait changes what the plugin reports, so the plugins hand both to short-lived child
+//! processes and return without them: [`delete_link`] returns once the kernel has announced
+//! the link's removal from its namespace (a child sent the request and sits through the rest),
+//! and [`exit`] gives the process's netfilter sockets to a child that closes them after the
+//! plugin has exited, at a quiet moment ([`wait_for_quiet`]), so that the close waits for
+//! nothing and holds up no one. The children inherit no other descriptor (none of stdin,
+//! stdout, stderr: a runtime reads a plugin's stdout until every writer has closed it; none of
+//! the lock files), run in sessions of their own (a runtime's kill of the plugin does not cut
+//! a deletion short), make only raw system calls (each is the child of a multi-threaded
+//! process) and end by themselves: the link's within a few grace periods, the sockets' within
+//! two seconds.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -34,6 +37,12 @@ const NLMSG_ERROR: u16 = 2;
 const RTMGRP_LINK: u32 = 1;
 /// How long [`delete_link`] waits for the kernel (it answers in milliseconds).
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a child waits for a quiet moment to close netfilter sockets in.
+const QUIET_WAIT_SECS: u8 = 2;
+const SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 /// Above every Linux errno; what the deleting child's exit status can carry.
 const MAX_ERRNO: i32 = 150;
 
@@ -152,7 +161,7 @@ fn route_socket(groups: u32) -> io::Result<Socket> {
 /// Give `fd` a receive timeout.
 fn recv_timeout(fd: RawFd, d: Duration) {
     let tv = libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
+        tv_sec: d.as_secs().try_into().unwrap_or(60),
         tv_usec: 0,
     };
     // SAFETY: a plain setsockopt with a correctly sized value.
@@ -279,39 +288,113 @@ pub fn exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Let the kernel take up the nf_tables destroy work pending now, so that closing the sockets
-/// afterwards finds none (a release that finds some waits for it, holding the namespace's
-/// commit lock). Its worker takes up queued work at once unless it is still freeing an earlier
-/// batch, which takes one grace period; so two grace periods (`MEMBARRIER_CMD_GLOBAL` is the
-/// kernel's `synchronize_rcu`). (A probe socket in a private namespace would wait for the work
-/// exactly, but making and dismantling a namespace stalls the host's nf_tables transactions
-/// more than it saves.) Raw calls only.
-fn drain_destroy_work() {
-    for _ in 0..2 {
-        // SAFETY: raw system calls on values of our own.
-        unsafe {
-            if libc::syscall(
-                libc::SYS_membarrier,
-                1 as libc::c_int,
-                0 as libc::c_uint,
-                0 as libc::c_int,
-            ) != 0
-            {
-                let pause = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 20_000_000,
-                };
-                libc::nanosleep(&pause, std::ptr::null_mut());
-            }
+/// One RCU grace period (`MEMBARRIER_CMD_GLOBAL` is the kernel's `synchronize_rcu`; 20 ms of
+/// sleep where it is missing). Raw calls only.
+fn grace_period() {
+    // SAFETY: raw system calls on values of our own.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_membarrier,
+            1 as libc::c_int,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        ) != 0
+        {
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 20_000_000,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The `NFT_MSG_GETGEN` request: the ruleset generation, which every nf_tables commit bumps.
+fn getgen_message() -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[0..4].copy_from_slice(&20u32.to_ne_bytes());
+    m[4..6].copy_from_slice(&((SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    m[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    // nfgenmsg: family AF_UNSPEC, version 0, resource id 0.
+    m
+}
+
+/// The generation in an `NFT_MSG_NEWGEN` answer (`NFTA_GEN_ID`).
+fn genid_of(buf: &[u8]) -> Option<u32> {
+    let kind = u16::from_ne_bytes([*buf.get(4)?, *buf.get(5)?]);
+    if kind != (SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+        return None;
+    }
+    let mut at = 20;
+    while at + 4 <= buf.len() {
+        let len = usize::from(u16::from_ne_bytes([buf[at], buf[at + 1]]));
+        let t = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & 0x3fff;
+        if t == NFTA_GEN_ID && len == 8 {
+            return Some(u32::from_be_bytes(
+                buf.get(at + 4..at + 8)?.try_into().ok()?,
+            ));
+        }
+        if len < 4 {
+            return None;
+        }
+        at += (len + 3) & !3;
+    }
+    None
+}
+
+/// The current generation, asked on `fd`. Raw calls only.
+fn generation(fd: RawFd, req: &[u8; 20]) -> Option<u32> {
+    let mut buf = [0u8; 512];
+    // SAFETY: send and receive on our own socket into a stack buffer.
+    let n = unsafe {
+        if libc::send(fd, req.as_ptr().cast(), req.len(), 0) < 0 {
+            return None;
+        }
+        libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)
+    };
+    genid_of(buf.get(..usize::try_from(n).ok()?)?)
+}
+
+/// Wait for a moment when closing a netfilter socket of this namespace waits for nothing and
+/// holds up no one. Its release waits for the namespace's nf_tables destroy work in flight
+/// (one grace period after a commit that deleted something), holding the commit lock: closing
+/// right away would only move the wait onto the next transaction (the next plugin's), and
+/// closing two grace periods later still met the deletions of the next DEL in a busy
+/// namespace. So: until no transaction at all was committed for two grace periods (the
+/// generation stands still), at most `QUIET_WAIT_SECS`. Raw calls only.
+fn wait_for_quiet(fd: RawFd) {
+    let req = getgen_message();
+    let mut deadline: libc::timespec = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut deadline) };
+    deadline.tv_sec = deadline.tv_sec.saturating_add(QUIET_WAIT_SECS.into());
+    loop {
+        let before = generation(fd, &req);
+        grace_period();
+        grace_period();
+        let after = generation(fd, &req);
+        let mut now: libc::timespec = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let late = (now.tv_sec, now.tv_nsec) >= (deadline.tv_sec, deadline.tv_nsec);
+        if before.is_none() || before == after || late {
+            return;
         }
     }
 }
 
 /// Fork a child holding `socks` that closes them after this process has closed its copies and
-/// the kernel's pending destroy work is done ([`drain_destroy_work`]); on failure the sockets
+/// the kernel's pending destroy work is done ([`wait_for_quiet`]); on failure the sockets
 /// are closed here.
 fn hand_over(socks: Vec<Socket>) {
     let mut fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let Some(&first) = fds.first() else { return };
     let mut pipe = [0 as RawFd; 2];
     // SAFETY: pipe writes two descriptors into the array.
     if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
@@ -325,7 +408,7 @@ fn hand_over(socks: Vec<Socket>) {
             // End of file: the parent has closed its copies of the sockets.
             let mut b = [0u8; 1];
             while libc::read(rd, b.as_mut_ptr().cast(), 1) > 0 {}
-            drain_destroy_work();
+            wait_for_quiet(first);
             0
         })
     };
@@ -350,6 +433,22 @@ mod tests {
             u32::from_ne_bytes(m[20..24].try_into().unwrap()),
             0x0102_0304
         );
+    }
+
+    #[test]
+    fn a_generation_is_asked_and_read() {
+        let req = getgen_message();
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), (10 << 8) | 16);
+        let mut newgen = vec![0u8; 20];
+        newgen[4..6].copy_from_slice(&((10u16 << 8) | 15).to_ne_bytes());
+        // NFTA_GEN_PROC_PID first, then NFTA_GEN_ID.
+        newgen.extend_from_slice(&[8, 0, 2, 0, 0, 0, 0, 7]);
+        newgen.extend_from_slice(&[8, 0, 1, 0, 0, 0, 1, 2]);
+        assert_eq!(genid_of(&newgen), Some(0x102));
+        assert_eq!(genid_of(&newgen[..30]), None, "truncated");
+        newgen[4] = 2;
+        assert_eq!(genid_of(&newgen), None, "another message");
+        assert_eq!(genid_of(&[]), None);
     }
 
     #[test]

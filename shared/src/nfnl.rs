@@ -9,8 +9,8 @@
 //! Closing a netfilter socket waits until the kernel has finished the nf_tables deletions
 //! committed so far (it flushes its destroy work, which waits for an RCU grace period: 10-20 ms
 //! here), whoever committed them. So a dropped socket is not closed at once: it stays open until
-//! the process exits, when a child takes it over and closes it once the kernel has no such
-//! work pending ([`crate::detach::exit`]): neither the plugin nor the next transaction waits.
+//! the process exits, when a child takes it over and closes it at a quiet moment
+//! ([`crate::detach::exit`]): neither the plugin nor the next transaction waits.
 
 use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
