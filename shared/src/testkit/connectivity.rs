@@ -43,10 +43,19 @@ pub fn tcp_roundtrip(
 ) -> Result<Vec<u8>, String> {
     let server_ns = server.netns();
     let client_ns = client.netns();
-    let listener = server_ns
-        .run(|| TcpListener::bind(listen))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("bind {listen}: {e}"))?;
+    // The previous round's server socket on the same port may not be gone yet (seen once in
+    // ~30 runs: EADDRINUSE right after a round trip on that port): a few tries.
+    let bind = || TcpListener::bind(listen);
+    let mut tries = 0;
+    let listener = loop {
+        match server_ns.run(bind).map_err(|e| e.to_string())? {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => break r.map_err(|e| format!("bind {listen}: {e}"))?,
+        }
+    };
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let payload = b"cni-test-tcp".to_vec();
     std::thread::scope(|s| {
