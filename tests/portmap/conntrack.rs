@@ -40,6 +40,18 @@ fn who(client: &UdpSocket, dst: SocketAddr) -> Option<String> {
     None
 }
 
+/// A UDP client in the outside namespace on 192.0.2.2:`port`, reads bounded by `wait`.
+fn client(env: &Env, port: u16, wait: Duration) -> UdpSocket {
+    let c = env
+        .ext
+        .netns()
+        .run(|| UdpSocket::bind(("192.0.2.2", port)))
+        .unwrap()
+        .unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    c
+}
+
 fn entries(env: &Env, port: u16) -> String {
     let out = env.host.exec(
         "conntrack",
@@ -51,15 +63,7 @@ fn entries(env: &Env, port: u16) -> String {
 fn conntrack_with(backend: &'static str, n: u8) {
     let env = Env::new(&format!("pm-ct-{}", &backend[..3]), backend, n);
     let (c1, c2) = (Sandbox::new("pm-ct-c1"), Sandbox::new("pm-ct-c2"));
-    let client = env
-        .ext
-        .netns()
-        .run(|| UdpSocket::bind("192.0.2.2:40000"))
-        .unwrap()
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_millis(400)))
-        .unwrap();
+    let client = client(&env, 40000, Duration::from_millis(400));
     let dst = sa(EXT_HOST4, 8053);
 
     // Connection tracking runs in the host, as it does on any host with a stateful firewall.
@@ -173,15 +177,7 @@ fn cut_short_with(backend: &'static str, n: u8) {
     let c1 = Sandbox::new("pm-cs-c1");
     let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
     let dst = sa(EXT_HOST4, 8053);
-    let client = env
-        .ext
-        .netns()
-        .run(|| UdpSocket::bind("192.0.2.2:40001"))
-        .unwrap()
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let client = client(&env, 40001, Duration::from_millis(200));
     for verb in [Command::Del, Command::Gc] {
         let r = env.attach("c1", &c1, maps.clone()).unwrap();
         let ip = r["ips"][0]["address"]
@@ -237,15 +233,7 @@ fn dnat_maps_without_counters_still_work_and_flush() {
                add map inet cni_hostport dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }";
     let out = env.host.exec("nft", &[old]);
     assert!(out.status.success(), "{out:?}");
-    let client = env
-        .ext
-        .netns()
-        .run(|| UdpSocket::bind("192.0.2.2:40002"))
-        .unwrap()
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_millis(400)))
-        .unwrap();
+    let client = client(&env, 40002, Duration::from_millis(400));
     let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
     let s1 = echo(&c1, 53, "c1");
     let r1 = env.attach("c1", &c1, maps.clone()).unwrap();
