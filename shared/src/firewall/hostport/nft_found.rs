@@ -42,7 +42,9 @@ pub(super) struct Found {
     pub gid: u32,
     pub target: Option<(IpAddr, u16)>,
     /// Whether connections may have been NATed through it: its DNAT element's counter is not
-    /// zero, or it has none (a map made by an earlier version), or the element is gone.
+    /// zero, or it has none (a map made by an earlier version), or the element is gone. (A
+    /// re-ADD of the attachment replaces the element, and its count starts again at zero: the
+    /// connections of the earlier element are then left to expire.)
     pub used: bool,
 }
 
