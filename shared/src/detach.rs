@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::error::{CniError, Result};
+use crate::firewall::nftset::SUBSYS_NFTABLES;
 use crate::netns::NetNs;
+use crate::nfnl::{attr, set_opt};
 
 const RTM_DELLINK: u16 = 17;
 const NLMSG_ERROR: u16 = 2;
@@ -39,7 +41,6 @@ const RTMGRP_LINK: u32 = 1;
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a child waits for a quiet moment to close netfilter sockets in.
 const QUIET_WAIT_SECS: u8 = 2;
-const SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
@@ -114,41 +115,30 @@ fn dellink_message(index: u32) -> [u8; 32] {
     m
 }
 
-/// The errno of the first NLMSG_ERROR in `buf` (0: acknowledged); `None` when there is none.
-fn ack_errno(buf: &[u8]) -> Option<i32> {
+/// The netlink messages in `buf`: (type, header and body). Allocation-free, so the children
+/// can use it (`nfnl`'s reader collects into a vector); stops at the first malformed one.
+fn nlmsgs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut at = 0;
-    while at + 20 <= buf.len() {
-        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
-        if kind == NLMSG_ERROR {
-            return Some(-i32::from_ne_bytes(buf[at + 16..at + 20].try_into().ok()?));
-        }
-        if len < 16 {
-            return None;
-        }
+    std::iter::from_fn(move || {
+        let len = u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?) as usize;
+        let msg = buf.get(at..at + len).filter(|_| len >= 16)?;
         at += (len + 3) & !3;
-    }
-    None
+        Some((u16::from_ne_bytes([msg[4], msg[5]]), msg))
+    })
 }
 
-/// Whether `buf` (messages from the link group) announces the removal of link `index`.
+/// The errno of the first NLMSG_ERROR in `buf` (0: acknowledged); `None` when there is none.
+fn ack_errno(buf: &[u8]) -> Option<i32> {
+    let (_, m) = nlmsgs(buf).find(|(kind, _)| *kind == NLMSG_ERROR)?;
+    Some(-i32::from_ne_bytes(m.get(16..20)?.try_into().ok()?))
+}
+
+/// Whether `buf` (messages from the link group) announces the removal of link `index`
+/// (ifinfomsg's index at offset 4 of the body).
 fn announces_removal(buf: &[u8], index: u32) -> bool {
-    let mut at = 0;
-    while at + 32 <= buf.len() {
-        let Ok(len) = buf[at..at + 4].try_into().map(u32::from_ne_bytes) else {
-            return false;
-        };
-        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        let idx = u32::from_ne_bytes([buf[at + 20], buf[at + 21], buf[at + 22], buf[at + 23]]);
-        if kind == RTM_DELLINK && idx == index {
-            return true;
-        }
-        if len < 16 {
-            return false;
-        }
-        at += (len as usize + 3) & !3;
-    }
-    false
+    nlmsgs(buf).any(|(kind, m)| {
+        kind == RTM_DELLINK && m.get(20..24) == Some(index.to_ne_bytes().as_slice())
+    })
 }
 
 /// A raw rtnetlink socket: `groups` to listen to (0: a request socket).
@@ -156,24 +146,6 @@ fn route_socket(groups: u32) -> io::Result<Socket> {
     let mut s = Socket::new(NETLINK_ROUTE)?;
     s.bind(&SocketAddr::new(0, groups))?;
     Ok(s)
-}
-
-/// Give `fd` a receive timeout.
-fn recv_timeout(fd: RawFd, d: Duration) {
-    let tv = libc::timeval {
-        tv_sec: d.as_secs().try_into().unwrap_or(60),
-        tv_usec: 0,
-    };
-    // SAFETY: a plain setsockopt with a correctly sized value.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
 }
 
 /// `ip link del` of link `index` in `ns`, without waiting for the kernel's final release of
@@ -187,7 +159,12 @@ pub fn delete_link(ns: &NetNs, index: u32) -> Result<bool> {
         .map_err(|e| CniError::internal(format!("{}: opening a netlink socket: {e}", what())))?;
     let (monitor, request) = socks;
     let (mon, req) = (monitor.as_raw_fd(), request.as_raw_fd());
-    recv_timeout(req, Duration::from_secs(60));
+    let tv = libc::timeval {
+        tv_sec: 60,
+        tv_usec: 0,
+    };
+    set_opt(&request, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+        .map_err(|e| CniError::internal(format!("{}: a receive timeout: {e}", what())))?;
     let msg = dellink_message(index);
     // SAFETY: the child sends a message built before the fork into a stack buffer, reads the
     // answer into another, and exits: raw system calls only.
@@ -275,8 +252,7 @@ fn wait_removed(
 }
 
 /// Exit the process with `code`, first handing its netfilter sockets to a child that closes
-/// them once this process is gone and the kernel has no destroy work pending (see the module
-/// doc).
+/// them once this process is gone, at a quiet moment (see the module doc).
 pub fn exit(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -319,27 +295,11 @@ fn getgen_message() -> [u8; 20] {
     m
 }
 
-/// The generation in an `NFT_MSG_NEWGEN` answer (`NFTA_GEN_ID`).
+/// The generation in an `NFT_MSG_NEWGEN` answer (`NFTA_GEN_ID`, after the nfgenmsg).
 fn genid_of(buf: &[u8]) -> Option<u32> {
-    let kind = u16::from_ne_bytes([*buf.get(4)?, *buf.get(5)?]);
-    if kind != (SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
-        return None;
-    }
-    let mut at = 20;
-    while at + 4 <= buf.len() {
-        let len = usize::from(u16::from_ne_bytes([buf[at], buf[at + 1]]));
-        let t = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & 0x3fff;
-        if t == NFTA_GEN_ID && len == 8 {
-            return Some(u32::from_be_bytes(
-                buf.get(at + 4..at + 8)?.try_into().ok()?,
-            ));
-        }
-        if len < 4 {
-            return None;
-        }
-        at += (len + 3) & !3;
-    }
-    None
+    let (_, m) = nlmsgs(buf).find(|(kind, _)| *kind == (SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)?;
+    let id = attr(m.get(20..)?, NFTA_GEN_ID)?;
+    Some(u32::from_be_bytes(id.try_into().ok()?))
 }
 
 /// The current generation, asked on `fd`. Raw calls only.
@@ -389,9 +349,8 @@ fn wait_for_quiet(fd: RawFd) {
     }
 }
 
-/// Fork a child holding `socks` that closes them after this process has closed its copies and
-/// the kernel's pending destroy work is done ([`wait_for_quiet`]); on failure the sockets
-/// are closed here.
+/// Fork a child holding `socks` that closes them after this process has closed its copies, at
+/// a quiet moment ([`wait_for_quiet`]); on failure the sockets are closed here.
 fn hand_over(socks: Vec<Socket>) {
     let mut fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
     let Some(&first) = fds.first() else { return };
@@ -444,6 +403,7 @@ mod tests {
         // NFTA_GEN_PROC_PID first, then NFTA_GEN_ID.
         newgen.extend_from_slice(&[8, 0, 2, 0, 0, 0, 0, 7]);
         newgen.extend_from_slice(&[8, 0, 1, 0, 0, 0, 1, 2]);
+        newgen[0..4].copy_from_slice(&36u32.to_ne_bytes());
         assert_eq!(genid_of(&newgen), Some(0x102));
         assert_eq!(genid_of(&newgen[..30]), None, "truncated");
         newgen[4] = 2;

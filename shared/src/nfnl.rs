@@ -331,7 +331,7 @@ fn align(n: usize) -> usize {
 }
 
 /// `setsockopt` with a plain-data option value.
-fn set_opt<T: Copy>(
+pub(crate) fn set_opt<T: Copy>(
     sock: &Socket,
     level: libc::c_int,
     name: libc::c_int,
