@@ -5,9 +5,11 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::builtin::{self, Builtin};
 use crate::error::{code, CniError, Result};
 use crate::skel::{Command, Request};
 use crate::spec::{CniResult, Version};
@@ -175,24 +177,74 @@ pub(crate) fn error_from_output(
     ))
 }
 
+/// The IPAM plugin compiled into this binary, if any (see [`crate::builtin`]).
+static BUILTIN: OnceLock<&'static Builtin> = OnceLock::new();
+
+/// Register the IPAM plugin compiled into this binary; called by a plugin's `main` before
+/// `skel::run`. A second registration is ignored.
+pub fn set_builtin(builtin: &'static Builtin) {
+    let _ = BUILTIN.set(builtin);
+}
+
 /// Run the configured IPAM plugin's ADD with this request's environment and stdin.
 pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
-    let out = delegate_raw(ipam_type, Command::Add, req)?;
-    let (_, result) = CniResult::from_slice(&out, req.version)
-        .map_err(|e| e.context(format!("result of IPAM plugin {ipam_type:?}")))?;
+    let parsed = match delegate_raw(ipam_type, Command::Add, req)? {
+        Delegated::Executed(out) => CniResult::from_slice(&out, req.version),
+        Delegated::InProcess(v) => CniResult::from_value(&v, req.version),
+    };
+    let (_, result) =
+        parsed.map_err(|e| e.context(format!("result of IPAM plugin {ipam_type:?}")))?;
     Ok(result)
 }
 
 /// Run the IPAM plugin's DEL, CHECK, STATUS or GC with this request's environment and stdin.
 pub fn delegate(ipam_type: &str, command: Command, req: &Request) -> Result<()> {
-    delegate_raw(ipam_type, command, req).map(|_| ())
+    delegate_raw(ipam_type, command, req).map(drop)
 }
 
-fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Vec<u8>> {
+/// What a delegated call gave: the executed plugin's stdout, or the built-in plugin's output —
+/// an ADD result encoded in the configuration's version, as the executed one would have printed
+/// it; null for the other verbs.
+enum Delegated {
+    Executed(Vec<u8>),
+    InProcess(Value),
+}
+
+fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Delegated> {
     let program = find_plugin(ipam_type, &req.cni_path)
         .map_err(|e| CniError::new(e.code, e.msg.replacen("type:", "ipam.type:", 1)))?;
+    if let Some(b) = BUILTIN
+        .get()
+        .filter(|b| b.name == ipam_type && builtin::carries(&program, &b.build_id))
+    {
+        tracing::debug!(
+            plugin = ipam_type,
+            cmd = command.as_str(),
+            path = %program.display(),
+            "running the IPAM plugin in-process (the same build)"
+        );
+        return in_process(b, command, req).map(Delegated::InProcess);
+    }
     tracing::debug!(plugin = ipam_type, cmd = command.as_str(), "delegating");
-    exec(&program, command, &PluginEnv::from_request(req), &req.stdin)
+    exec(&program, command, &PluginEnv::from_request(req), &req.stdin).map(Delegated::Executed)
+}
+
+/// The built-in plugin's verb on this request (with the delegated verb as its command).
+fn in_process(b: &Builtin, command: Command, req: &Request) -> Result<Value> {
+    let _span = tracing::info_span!("ipam", plugin = b.name, cmd = command.as_str()).entered();
+    let mut req = req.clone();
+    req.command = command;
+    let p = b.plugin;
+    match command {
+        Command::Add => p.add(&req)?.to_value(req.version),
+        Command::Del => p.del(&req).map(|()| Value::Null),
+        Command::Check => p.check(&req).map(|()| Value::Null),
+        Command::Status => p.status(&req).map(|()| Value::Null),
+        Command::Gc => p.gc(&req).map(|()| Value::Null),
+        Command::Version => Err(CniError::internal(
+            "VERSION is not delegated to a built-in plugin",
+        )),
+    }
 }
 
 /// The versions a plugin binary reports through VERSION.

@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod bridged;
+pub mod builtin;
 pub mod conntrack;
 pub mod container;
 pub mod detach;

@@ -1,8 +1,11 @@
 //! ADD / CHECK / DEL / STATUS / GC and the result's shape.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
+
 use cni_shared::skel::Command;
 use cni_shared::spec::Version;
-use cni_tests::testkit::{Sandbox, TempDir};
+use cni_tests::testkit::{bin_dir, plugin_path, Call, Sandbox, TempDir};
 use serde_json::json;
 
 use super::{add, call, call_if, conf, del, host_veths, ip_of, leases, pings};
@@ -363,4 +366,108 @@ fn an_existing_interface_is_an_error() {
     );
     assert!(leases(&data).is_empty());
     assert!(host_veths(&host).is_empty());
+}
+
+/// host-local runs inside bridge when the `host-local` in CNI_PATH is the same build (a copy
+/// counts: the proof is the build ID in its ELF note, not its path); a wrapper script, or our
+/// binary with another build ID, is executed. Either way the result is the same.
+#[test]
+fn host_local_runs_in_process_only_when_it_is_the_same_build() {
+    let host = Sandbox::new("br-bi");
+    let ctr = Sandbox::new("br-bi-c");
+    let data = TempDir::new("br-bi");
+    let work = TempDir::new("br-bi-bins");
+    // One address only, so that every ADD gets the same result.
+    let range = json!([[{"subnet": "10.49.0.0/24", "rangeStart": "10.49.0.10",
+        "rangeEnd": "10.49.0.10"}]]);
+    let mut c = conf(&data, "br-bi", &[], json!({"isDefaultGateway": true}));
+    c["ipam"]["ranges"] = range;
+    c["ipam"]["routes"] = json!([{"dst": "192.0.2.0/24"}]);
+    let log = work.path().join("log");
+    let real = plugin_path("host-local");
+
+    // Copies of our host-local: as built, and with one byte of its build ID changed.
+    let copy = work.path().join("copy");
+    let other = work.path().join("other");
+    let wrapped = work.path().join("wrapped");
+    for d in [&copy, &other, &wrapped] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::copy(&real, copy.join("host-local")).unwrap();
+    let mut bytes = std::fs::read(&real).unwrap();
+    let at = note_desc_offset(&bytes).expect("host-local carries its build ID note");
+    bytes[at] ^= 0xff;
+    std::fs::write(other.join("host-local"), &bytes).unwrap();
+    std::fs::set_permissions(other.join("host-local"), Permissions::from_mode(0o755)).unwrap();
+    let calls = work.path().join("calls");
+    std::fs::write(
+        wrapped.join("host-local"),
+        format!(
+            "#!/bin/sh\necho \"$CNI_COMMAND\" >> {}\nexec {}\n",
+            calls.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(wrapped.join("host-local"), Permissions::from_mode(0o755)).unwrap();
+
+    // ADD and DEL with host-local found in `dir`; the log of both, and the ADD's result.
+    let cycle = |dir: &std::path::Path| {
+        let _ = std::fs::remove_file(&log);
+        let run = |cmd| {
+            let mut call = Call::new("bridge", cmd, c.clone())
+                .container("bi", "eth0", Some(ctr.path()))
+                .env("CNI_LOG_LEVEL", "debug")
+                .env("CNI_LOG_FILE", &log.display().to_string());
+            call.env.cni_path = vec![dir.to_path_buf()];
+            call.run_in(&host)
+                .unwrap_or_else(|e| panic!("{cmd:?} with {}: {e}", dir.display()))
+        };
+        let r = run(Command::Add).json();
+        assert_eq!(leases(&data), vec!["10.49.0.10"], "{}", dir.display());
+        run(Command::Del);
+        assert!(leases(&data).is_empty(), "{}", dir.display());
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text, r)
+    };
+    let in_process = |log: &str| {
+        let inside = log.matches("running the IPAM plugin in-process").count();
+        let executed = log.matches("delegating").count();
+        match (inside, executed) {
+            (2, 0) => true,
+            (0, 2) => false,
+            _ => panic!("ADD and DEL should both delegate the same way:\n{log}"),
+        }
+    };
+
+    let (log_built, r_built) = cycle(&bin_dir());
+    assert!(in_process(&log_built), "the built host-local:\n{log_built}");
+    let (log_copy, r_copy) = cycle(&copy);
+    assert!(in_process(&log_copy), "a copy of it:\n{log_copy}");
+    let (log_other, r_other) = cycle(&other);
+    assert!(!in_process(&log_other), "another build ID:\n{log_other}");
+    let (log_wrapped, r_wrapped) = cycle(&wrapped);
+    assert!(!in_process(&log_wrapped), "a wrapper:\n{log_wrapped}");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "ADD\nDEL\n",
+        "the wrapper ran for ADD and DEL"
+    );
+    for r in [&r_copy, &r_other, &r_wrapped] {
+        for key in ["ips", "routes", "dns"] {
+            assert_eq!(r[key], r_built[key], "{key}: {r} vs {r_built}");
+        }
+    }
+    assert_eq!(r_built["ips"][0]["address"], "10.49.0.10/24");
+}
+
+/// Where the 32-byte description of our build-ID note starts in an executable: after the
+/// note header (namesz 7, descsz 32, type) and the padded owner name "cni-rs".
+fn note_desc_offset(bytes: &[u8]) -> Option<usize> {
+    let name = b"cni-rs\0\0";
+    let mut header = 7u32.to_ne_bytes().to_vec();
+    header.extend_from_slice(&32u32.to_ne_bytes());
+    (12..bytes.len().saturating_sub(name.len() + 32))
+        .find(|&i| bytes[i..].starts_with(name) && bytes[i - 12..].starts_with(&header))
+        .map(|i| i + name.len())
 }

@@ -1,8 +1,11 @@
-//! The IPAM plugin of a killed bridge runs on (the runtime kills only its direct child) and may
-//! reserve its address after the runtime's DEL has come and gone. Its result cannot be
-//! delivered any more, so it undoes its own ADD instead of leaking the lease until a GC.
+//! The IPAM plugin of a killed bridge, when executed, runs on (the runtime kills only its direct
+//! child) and may reserve its address after the runtime's DEL has come and gone. Its result
+//! cannot be delivered any more, so it undoes its own ADD instead of leaking the lease until a
+//! GC. (Our host-local in-process dies with the bridge; that case is tested here too.)
 
+use std::fs::Permissions;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -56,27 +59,62 @@ fn an_ipam_add_whose_caller_is_gone_leaves_no_lease() {
 
 /// The real sequence: host-local waits for its lock, the runtime's timeout kills the bridge,
 /// the runtime's DEL comes; whichever of the two host-local calls gets the lock first, no lease
-/// is left (before, the DEL coming first left one until a GC).
+/// is left (before, the DEL coming first left one until a GC). Here host-local is executed: a
+/// wrapper in CNI_PATH is not the bridge's own build, so its process outlives the bridge.
 #[test]
 fn a_killed_bridge_leaves_no_lease_whatever_the_order() {
-    let host = Sandbox::new("or2-h");
-    let data = TempDir::new("or2");
+    killed_bridge_rounds("or2", true);
+}
+
+/// The same with host-local in-process (the built one in CNI_PATH): it dies with the bridge.
+#[test]
+fn a_killed_bridge_with_host_local_in_process_leaves_no_lease() {
+    killed_bridge_rounds("or3", false);
+}
+
+fn killed_bridge_rounds(label: &str, executed: bool) {
+    let host = Sandbox::new(&format!("{label}-h"));
+    let data = TempDir::new(label);
     let c = conf(&data);
-    let ctr = Sandbox::new("or2-c");
+    let ctr = Sandbox::new(&format!("{label}-c"));
     let lock = data.path().join("ornet/lock");
+    let work = TempDir::new(&format!("{label}-bin"));
+    let log = work.path().join("log");
+    let wrapper = work.path().join("host-local");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {}\n", plugin_path("host-local").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, Permissions::from_mode(0o755)).unwrap();
+    let cni_path = if executed {
+        work.path().to_path_buf()
+    } else {
+        bin_dir()
+    };
     let call = |cmd: Command, id: &str| {
-        Call::new("bridge", cmd, c.clone())
+        let mut call = Call::new("bridge", cmd, c.clone())
             .container(id, "eth0", Some(ctr.path()))
-            .env("CNI_LOG_LEVEL", "error")
+            .env("CNI_LOG_LEVEL", "debug")
+            .env("CNI_LOG_FILE", &log.display().to_string());
+        call.env.cni_path = vec![cni_path.clone()];
+        call
     };
     // Make the network's directory and lock file exist.
     call(Command::Add, "warm").spawn_in(&host).wait().unwrap();
     call(Command::Del, "warm").spawn_in(&host).wait().unwrap();
     for round in 0..3 {
+        let _ = std::fs::remove_file(&log);
         let mut holder = hold(&lock);
         let add = call(Command::Add, "victim").spawn_in(&host);
-        // The bridge is waiting for its host-local, which waits for the lock.
-        assert!(wait_until(Duration::from_secs(10), || host.pids().len() >= 2));
+        // The bridge is waiting for its host-local, which waits for the lock (executed: a
+        // second process; in-process: the bridge said so before it takes the lock).
+        assert!(wait_until(Duration::from_secs(10), || if executed {
+            host.pids().len() >= 2
+        } else {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("running the IPAM plugin in-process"))
+        }));
         std::thread::sleep(Duration::from_millis(100));
         assert!(matches!(
             add.finish(Some(Duration::ZERO)),
@@ -95,4 +133,15 @@ fn a_killed_bridge_leaves_no_lease_whatever_the_order() {
         assert!(v.leases.is_empty(), "round {round}: {:?}", v.leases);
         assert!(!ctr.has_link("eth0"));
     }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        text.contains("running the IPAM plugin in-process"),
+        !executed,
+        "host-local ran {}:\n{text}",
+        if executed {
+            "in-process"
+        } else {
+            "as a process"
+        }
+    );
 }

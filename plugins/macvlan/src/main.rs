@@ -21,6 +21,8 @@ const ABOUT: About = About {
 };
 
 fn main() {
+    // host-local runs in-process when the one in CNI_PATH is the same build.
+    cni_shared::invoke::set_builtin(&host_local::BUILTIN);
     skel::run(&Macvlan, ABOUT)
 }
 

@@ -57,7 +57,8 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
     // (both take milliseconds); others (dhcp) need the interface first.
     let early = ipam.filter(|t| IPAM_WITHOUT_INTERFACE.contains(t));
     let (veth, early_result) = std::thread::scope(|s| {
-        let job = early.map(|t| s.spawn(move || invoke::delegate_add(t, req)));
+        let span = tracing::Span::current();
+        let job = early.map(|t| s.spawn(move || span.in_scope(|| invoke::delegate_add(t, req))));
         let veth = create_port(&hnl, cfg, req, &ns, &br);
         let result = job.map(|j| {
             j.join()

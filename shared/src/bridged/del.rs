@@ -104,10 +104,13 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
         let hint = found.port.as_deref().map(|p| (p, found.mac));
         note(macspoof::del(&tag, hint), "removing macspoofchk entries");
     }
-    // IPAM DEL (a process) runs on a second thread meanwhile. The veth's deletion returns once
-    // the kernel has removed it; its final wait is a child's (`detach`).
+    // IPAM DEL (a process, or our host-local in-process) runs on a second thread meanwhile.
+    // The veth's deletion returns once the kernel has removed it; its final wait is a child's
+    // (`detach`).
     let (deleted, released) = std::thread::scope(|s| {
-        let ipam = ipam_type(req).map(|t| s.spawn(move || invoke::delegate(t, Command::Del, req)));
+        let span = tracing::Span::current();
+        let ipam = ipam_type(req)
+            .map(|t| s.spawn(move || span.in_scope(|| invoke::delegate(t, Command::Del, req))));
         // Deleting one end deletes the pair.
         let deleted = iface.map(|(ns, index)| detach::delete_link(&ns, index).map(drop));
         let released = ipam.map(|j| {
