@@ -1,8 +1,11 @@
 //! Peak RSS of every plugin process, host-local run by bridge included: a pass in which CNI_PATH
 //! points at wrappers (symlinks to this binary) that run the real plugin, reap it with `wait4`
-//! and log its `ru_maxrss`. A plugin's figure includes the children it reaped (for bridge,
-//! macvlan and vxlan: the host-local wrapper and host-local), so it is an upper bound whenever
-//! a child is larger; host-local's own figure is logged separately.
+//! and log its `ru_maxrss`. The real plugin gets the real directory as its CNI_PATH, so what it
+//! delegates runs as it would without the wrappers: our bridge, macvlan and vxlan run our
+//! host-local in-process (see `cni_shared::builtin`), the reference's execute theirs. A
+//! plugin's figure includes the children it reaped (the reference's host-local), so it is an
+//! upper bound whenever a child is larger; host-local's own figure comes from the calls that
+//! run it as the list's plugin.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -31,6 +34,7 @@ pub fn wrapper_main() -> Option<i32> {
     let program = Path::new(&real_dir).join(&name);
     let child = match Command::new(&program)
         .args(std::env::args_os().skip(1))
+        .env("CNI_PATH", &real_dir)
         .spawn()
     {
         Ok(c) => c,
