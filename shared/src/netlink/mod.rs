@@ -54,7 +54,8 @@
 //!
 //! Lookups are targeted (`RTM_GETLINK` by name or index; address, route, neighbour and FDB dumps
 //! are filtered by the kernel: the socket enables `NETLINK_GET_STRICT_CHK`). Only [`Netlink::links`]
-//! and [`Netlink::bridge_vlans`] walk every link.
+//! and [`Netlink::bridge_vlans`] walk every link. At log level `trace` every request logs its
+//! message type (`rtm`, the RTM_* number) and how long the kernel took (`us`).
 
 mod addr;
 mod bridge;
@@ -201,9 +202,10 @@ impl Netlink {
             ));
         }
         let mut handle = self.handle.clone();
+        let (kind, started) = (msg.message_type(), std::time::Instant::now());
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = flags;
-        self.block_on(async move {
+        let outcome = self.block_on(async move {
             let exchange = async {
                 let mut replies = handle
                     .request(req)
@@ -239,7 +241,14 @@ impl Netlink {
                         REQUEST_TIMEOUT.as_secs()
                     )))
                 })
-        })
+        });
+        tracing::trace!(
+            rtm = kind,
+            us = started.elapsed().as_micros(),
+            ok = outcome.is_ok(),
+            "netlink request"
+        );
+        outcome
     }
 }
 
