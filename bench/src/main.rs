@@ -12,6 +12,7 @@ mod exec;
 mod host_local;
 mod plugins;
 mod portmap;
+mod quiet;
 mod report;
 mod rss;
 mod runtime;
@@ -172,25 +173,22 @@ fn main() -> Result<()> {
     let reference = p.sides.iter().find(|s| s.reference).map(|s| s.dir.clone());
     r.sizes = report::sizes(&ours, reference.as_deref());
     if all || p.what == "host-local" {
+        quiet::before("host-local");
         eprintln!("host-local with {} leases ...", p.leases);
         r.host_local = host_local::run(&p.sides, p.leases, p.hl_rounds)?;
     }
     if all || p.what == "plugins" {
+        quiet::before("per plugin");
         eprintln!("per plugin, {} rounds ...", p.rounds);
         r.plugins = plugins::run(&p.sides, &p.only, p.rounds)?;
     }
     if all || p.what == "chain" {
-        if all {
-            // The parts before removed their namespaces; the kernel dismantles those in the
-            // background for seconds, which slowed the chain's first cycles by ~3 ms (every
-            // side's) in full runs.
-            eprintln!("settling {} s ...", chain::SETTLE.as_secs());
-            std::thread::sleep(chain::SETTLE);
-        }
+        quiet::before("chain");
         eprintln!("chain, N = {}, {} rounds ...", p.n, p.rounds);
         r.chain = chain::run(&p.sides, p.n, p.rounds)?;
     }
     if all || p.what == "rss" {
+        quiet::before("peak RSS");
         eprintln!("peak RSS ...");
         rss(&p, &mut r)?;
     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::builtin::{self, Builtin};
 use crate::error::{code, CniError, Result};
-use crate::skel::{Command, Request};
+use crate::skel::{self, Command, Request};
 use crate::spec::{CniResult, Version};
 
 /// The CNI environment of one plugin execution.
@@ -234,17 +234,7 @@ fn in_process(b: &Builtin, command: Command, req: &Request) -> Result<Value> {
     let _span = tracing::info_span!("ipam", plugin = b.name, cmd = command.as_str()).entered();
     let mut req = req.clone();
     req.command = command;
-    let p = b.plugin;
-    match command {
-        Command::Add => p.add(&req)?.to_value(req.version),
-        Command::Del => p.del(&req).map(|()| Value::Null),
-        Command::Check => p.check(&req).map(|()| Value::Null),
-        Command::Status => p.status(&req).map(|()| Value::Null),
-        Command::Gc => p.gc(&req).map(|()| Value::Null),
-        Command::Version => Err(CniError::internal(
-            "VERSION is not delegated to a built-in plugin",
-        )),
-    }
+    Ok(skel::perform(b.plugin, &req)?.unwrap_or(Value::Null))
 }
 
 /// The versions a plugin binary reports through VERSION.

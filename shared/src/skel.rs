@@ -301,23 +301,25 @@ fn dispatch<P: Plugin>(
     );
     let _enter = span.enter();
     tracing::debug!("start");
-    let fail = |e: CniError| (version, e);
-    let out = match command {
-        Command::Add => {
-            let result = plugin.add(&req).map_err(fail)?;
-            Some(result.to_value(version).map_err(fail)?)
-        }
-        Command::Del => plugin.del(&req).map(|()| None).map_err(fail)?,
-        Command::Check => plugin.check(&req).map(|()| None).map_err(fail)?,
-        Command::Status => plugin.status(&req).map(|()| None).map_err(fail)?,
-        Command::Gc => plugin.gc(&req).map(|()| None).map_err(fail)?,
-        Command::Version => None,
-    };
+    let out = perform(plugin, &req).map_err(|e| (version, e))?;
     tracing::debug!("done");
     if command == Command::Add {
         *added = Some(req);
     }
     Ok(out)
+}
+
+/// The request's verb on the plugin: an ADD's result encoded in the request's version; nothing
+/// for the other verbs (VERSION is answered before a request exists).
+pub(crate) fn perform(plugin: &dyn Plugin, req: &Request) -> Result<Option<Value>> {
+    Ok(match req.command {
+        Command::Add => Some(plugin.add(req)?.to_value(req.version)?),
+        Command::Del => plugin.del(req).map(|()| None)?,
+        Command::Check => plugin.check(req).map(|()| None)?,
+        Command::Status => plugin.status(req).map(|()| None)?,
+        Command::Gc => plugin.gc(req).map(|()| None)?,
+        Command::Version => None,
+    })
 }
 
 fn version_output(stdin: &mut dyn Read, stdin_is_tty: bool) -> Value {
