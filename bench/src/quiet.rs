@@ -2,7 +2,8 @@
 //! kernel work to do in the background — dismantling thousands of removed namespaces, writing
 //! back and freeing tens of thousands of deleted lease files — for anywhere from seconds to
 //! minutes; a part that starts meanwhile measures it (every side's ADD was 2–3 ms slower in the
-//! first minute after the host-local part). A fixed pause was too short after some parts.
+//! first minute after the host-local part, which now runs last). A fixed pause was too short
+//! after some parts.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,10 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
 /// it took, and whether it got quiet.
 pub fn wait(max: Duration) -> (Duration, bool) {
     let start = Instant::now();
+    // Dirty file data (a build just before, the lease files of a part) is written back now
+    // rather than during the measurements.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     let mut quiet = 0;
     let Some(mut last) = cpu_jiffies() else {
         return (Duration::ZERO, false);
