@@ -1,8 +1,9 @@
 //! The build ID of this host-local: a SHA-256 over everything its behaviour is built from (its
-//! sources, the shared library's, the workspace manifest and lock file, the version, profile and
-//! target). The binary carries it in an ELF note; bridge, vxlan and macvlan carry it as the ID of
-//! the host-local compiled into them, and run that one in-process instead of executing the
-//! `host-local` in CNI_PATH only when the IDs match (see `cni_shared::builtin`).
+//! sources, the shared library's, the workspace manifest and lock file, the version, profile,
+//! target, flags and compiler). The binary carries it in an ELF note; bridge, vxlan and
+//! macvlan carry it as the ID of the host-local compiled into them, and run that one in-process
+//! instead of executing the `host-local` in CNI_PATH only when the IDs match (see
+//! `cni_shared::builtin`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,16 @@ fn main() {
         h.update(std::env::var(var).unwrap_or_default().as_bytes());
         h.update([0]);
     }
+    // The compiler that builds this crate (and, in one build, the plugins linking it).
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    println!("cargo:rerun-if-env-changed=RUSTC");
+    let version = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    h.update(b"rustc=");
+    h.update(&version);
     let id: [u8; 32] = h.finalize().into();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("build_id.rs");
     if let Err(e) = fs::write(&out, format!("{id:?}\n")) {
