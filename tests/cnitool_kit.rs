@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::testkit::{bin_dir, Cnitool, Sandbox, TempDir};
+use crate::testkit::{bin_dir, write_executable, Cnitool, Sandbox, TempDir};
 
 /// How a fake plugin answers.
 #[derive(Debug, Clone)]
@@ -114,8 +114,7 @@ impl World {
             rec = self.rec.path().display(),
         );
         let path = self.plugins.path().join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_executable(&path, script);
     }
 
     /// Run `cnitool <args>` inside the sandbox host with NETCONFPATH, CNI_PATH (fake plugins,

@@ -1,11 +1,8 @@
 //! ADD / CHECK / DEL / STATUS / GC and the result's shape.
 
-use std::fs::Permissions;
-use std::os::unix::fs::PermissionsExt;
-
 use cni_shared::skel::Command;
 use cni_shared::spec::Version;
-use cni_tests::testkit::{bin_dir, plugin_path, Call, Sandbox, TempDir};
+use cni_tests::testkit::{bin_dir, plugin_path, write_executable, Call, Sandbox, TempDir};
 use serde_json::json;
 
 use super::{add, call, call_if, conf, del, host_veths, ip_of, leases, pings};
@@ -397,19 +394,16 @@ fn host_local_runs_in_process_only_when_it_is_the_same_build() {
     let mut bytes = std::fs::read(&real).unwrap();
     let at = note_desc_offset(&bytes).expect("host-local carries its build ID note");
     bytes[at] ^= 0xff;
-    std::fs::write(other.join("host-local"), &bytes).unwrap();
-    std::fs::set_permissions(other.join("host-local"), Permissions::from_mode(0o755)).unwrap();
+    write_executable(&other.join("host-local"), &bytes);
     let calls = work.path().join("calls");
-    std::fs::write(
-        wrapped.join("host-local"),
+    write_executable(
+        &wrapped.join("host-local"),
         format!(
             "#!/bin/sh\necho \"$CNI_COMMAND\" >> {}\nexec {}\n",
             calls.display(),
             real.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(wrapped.join("host-local"), Permissions::from_mode(0o755)).unwrap();
+    );
 
     // ADD and DEL with host-local found in `dir`; the log of both, and the ADD's result.
     let cycle = |dir: &std::path::Path| {

@@ -3,14 +3,14 @@
 //! cannot be delivered any more, so it undoes its own ADD instead of leaking the lease until a
 //! GC. (Our host-local in-process dies with the bridge; that case is tested here too.)
 
-use std::fs::Permissions;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
 use cni_shared::skel::Command;
-use cni_tests::testkit::{bin_dir, plugin_path, wait_until, Call, Outcome, Sandbox, TempDir};
+use cni_tests::testkit::{
+    bin_dir, plugin_path, wait_until, write_executable, Call, Outcome, Sandbox, TempDir,
+};
 use serde_json::{json, Value};
 
 use super::hold;
@@ -80,13 +80,10 @@ fn killed_bridge_rounds(label: &str, executed: bool) {
     let lock = data.path().join("ornet/lock");
     let work = TempDir::new(&format!("{label}-bin"));
     let log = work.path().join("log");
-    let wrapper = work.path().join("host-local");
-    std::fs::write(
-        &wrapper,
+    write_executable(
+        &work.path().join("host-local"),
         format!("#!/bin/sh\nexec {}\n", plugin_path("host-local").display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, Permissions::from_mode(0o755)).unwrap();
+    );
     let cni_path = if executed {
         work.path().to_path_buf()
     } else {

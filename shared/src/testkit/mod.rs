@@ -17,5 +17,5 @@ mod spawn;
 pub use cnitool::{Cnitool, CnitoolRun, CNITOOL_TIMEOUT};
 pub use connectivity::{ping, tcp_roundtrip, udp_roundtrip, wait_until};
 pub use runner::{bin_dir, plugin_path, Call, CallOutput};
-pub use sandbox::{require_root, Sandbox, TempDir};
+pub use sandbox::{require_root, write_executable, Sandbox, TempDir};
 pub use spawn::{Outcome, Running, RUN_TIMEOUT};
