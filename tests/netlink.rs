@@ -172,6 +172,16 @@ fn veth_into_container_on_a_bridge_pings() {
     assert_eq!(hv.parent, Some(eth0.index));
     assert_eq!((eth0.mtu, eth0.mac), (1400, Some(peer_mac)));
     assert!(!eth0.up && eth0.is_kind("veth"));
+    // One TX and one RX queue on each end, allocated as such (not one per CPU, trimmed after).
+    for shown in [
+        host.ip(&["-d", "link", "show", "veth-t1"]),
+        ctr.ip(&["-d", "link", "show", "eth0"]),
+    ] {
+        assert!(
+            shown.contains("numtxqueues 1 numrxqueues 1"),
+            "queues of a created veth end: {shown}"
+        );
+    }
     c.set_up(eth0.index).unwrap();
     c.add_address(eth0.index, net("10.10.0.2/24"), &AddrOpts::default())
         .unwrap();
