@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks: build the release binaries, then run cni-bench (sandbox namespaces, needs root).
 # The report (Markdown, the table of docs/benchmarks.md) goes to stdout, progress to stderr.
-#   scripts/bench.sh [all] [--quick] [--n 1000] [--rounds 20] [--leases 60000] [--iptables] [--static]
-#                    [--no-reference] [--only bridge,portmap]
+#   scripts/bench.sh [all] [--quick] [--n 1000] [--rounds 20] [--leases 60000] [--iptables] [--glibc]
+#                    [--no-reference] [--only bridge,portmap] [--containers-without-ipv6] [--edge-gap 1]
 #       everything: binary sizes, host-local at 60k leases, every plugin, the bridge+host-local+
 #       portmap chain through cnitool for containers 1..N, peak RSS; --quick: N=20, 10 rounds;
 #       --iptables adds ours with the iptables backends, --glibc ours built for glibc (next to

@@ -23,6 +23,7 @@ use runtime::Side;
 
 const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
      [--rounds N] [--leases N] [--no-reference] [--iptables] [--glibc] [--compare DIR]... [--only bridge,portmap]
+       [--containers-without-ipv6] [--edge-gap SECONDS]
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
@@ -62,6 +63,7 @@ struct Plan {
     sides: Vec<Side>,
     /// `--only bridge,portmap`: the plugins of the per-plugin part.
     only: Vec<&'static str>,
+    containers: chain::Containers,
 }
 
 fn plan(args: &[String]) -> Result<Plan> {
@@ -124,6 +126,12 @@ fn plan(args: &[String]) -> Result<Plan> {
     };
     Ok(Plan {
         only,
+        containers: chain::Containers {
+            without_ipv6: args.iter().any(|a| a == "--containers-without-ipv6"),
+            edge_gap: std::time::Duration::from_secs(
+                arg(args, "--edge-gap", chain::EDGE_GAP.as_secs() as u32)?.into(),
+            ),
+        },
         what,
         n: arg(args, "--n", if quick { 20 } else { 1000 })?,
         rounds: arg(args, "--rounds", if quick { 10 } else { 20 })?,
@@ -137,7 +145,7 @@ fn plan(args: &[String]) -> Result<Plan> {
 fn rss(p: &Plan, r: &mut report::Report) -> Result<()> {
     for side in p.sides.iter().filter(|s| !s.iptables) {
         let w = rss::wrap(side)?;
-        chain::run(std::slice::from_ref(&w.side), 2, 2)?;
+        chain::run(std::slice::from_ref(&w.side), 2, 2, p.containers)?;
         plugins::run(std::slice::from_ref(&w.side), &plugins::PLUGINS, 2)?;
         r.rss.insert(side.label.to_string(), w.peaks());
     }
@@ -180,7 +188,7 @@ fn main() -> Result<()> {
     if all || p.what == "chain" {
         quiet::before("chain");
         eprintln!("chain, N = {}, {} rounds ...", p.n, p.rounds);
-        r.chain = chain::run(&p.sides, p.n, p.rounds)?;
+        r.chain = chain::run(&p.sides, p.n, p.rounds, p.containers)?;
     }
     if all || p.what == "rss" {
         quiet::before("peak RSS");

@@ -109,10 +109,15 @@ impl Report {
             let rg = r.map_or("—".into(), |r| format!("{:.2}×", growth(r)));
             let _ = writeln!(
                 o,
-                "| chain ADD p50, containers {}–{} vs 1–{} | {g:.2}× | {rg} | — | ≤ {GROWTH}× | {} |",
+                "| chain ADD p50, containers {}–{} vs 1–{}{} | {g:.2}× | {rg} | — | ≤ {GROWTH}× | {} |",
                 ours.n + 1 - ours.last_add.len() as u32,
                 ours.n,
                 ours.first_add.len(),
+                if ours.without_ipv6 {
+                    " (containers without IPv6)"
+                } else {
+                    ""
+                },
                 mark(g <= GROWTH)
             );
         }
@@ -163,9 +168,14 @@ impl Report {
             return;
         };
         let n = first.n;
+        let ipv6 = if first.without_ipv6 {
+            ", containers without IPv6"
+        } else {
+            ""
+        };
         let _ = write!(
             o,
-            "\n### Chain through cnitool, N = {n} (ms: min / **p50** / p90)\n\n| |"
+            "\n### Chain through cnitool, N = {n}{ipv6} (ms: min / **p50** / p90)\n\n| |"
         );
         for c in &self.chain {
             let _ = write!(o, " {} |", c.label);
