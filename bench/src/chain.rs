@@ -16,10 +16,10 @@
 //! The first ten ADDs meet a quiet host; the last ten are measured on one as quiet.
 //!
 //! Each timed ADD of the first ten and the last ten starts [`EDGE_GAP`] (`--edge-gap`) after
-//! the call before it, whatever the side: a new container's IPv6 stack joins its multicast groups as soon as
-//! its link has a carrier, and the report is flooded to every port of the bridge — at 1000
-//! ports a few ms of CPU that landed on whichever call ran next, and with the sides in a fixed
-//! order that was always the same side (ours, after the reference's ADD).
+//! the call before it, whatever the side: a new container's IPv6 stack joins its multicast
+//! groups as soon as its link has a carrier, and the report is flooded to every port of the
+//! bridge — at 1000 ports a few ms of CPU that landed on whichever call ran next, and with the
+//! sides in a fixed order that was always the same side (ours, after the reference's ADD).
 //!
 //! The containers' namespaces are made before step 2 and removed after step 4: the kernel
 //! dismantles a removed namespace in the background, which would disturb the next call.
@@ -64,9 +64,9 @@ pub struct ChainResult {
     pub without_ipv6: bool,
 }
 
-/// What the containers' namespaces are like.
+/// How the scenario runs, beyond N and the rounds.
 #[derive(Debug, Clone, Copy)]
-pub struct Containers {
+pub struct Options {
     /// IPv6 off in every container namespace before its ADD (`--containers-without-ipv6`): no
     /// link-local address, so no multicast group joins or neighbour discovery for the bridge
     /// to flood to every port. An experiment that separates that flood from the plugins' own
@@ -76,7 +76,7 @@ pub struct Containers {
     pub edge_gap: std::time::Duration,
 }
 
-impl Containers {
+impl Options {
     fn make(self, name: &str) -> Result<Sandbox> {
         let sb = Sandbox::new(name);
         if self.without_ipv6 {
@@ -157,7 +157,7 @@ impl Lane<'_> {
 }
 
 /// Run the scenario for every side, interleaved; `n` containers, `rounds` cycles per level.
-pub fn run(sides: &[Side], n: u32, rounds: u32, ctrs: Containers) -> Result<Vec<ChainResult>> {
+pub fn run(sides: &[Side], n: u32, rounds: u32, opts: Options) -> Result<Vec<ChainResult>> {
     let hosts: Vec<Sandbox> = sides
         .iter()
         .map(|s| Sandbox::new(&format!("bc-{}", s.label.replace([' ', '(', ')'], ""))))
@@ -170,12 +170,12 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, ctrs: Containers) -> Result<Vec<
         lanes.push(Lane {
             rt,
             _data: data,
-            extra: ctrs.make("bc-x")?,
+            extra: opts.make("bc-x")?,
             ctrs: Vec::new(),
             res: ChainResult {
                 label: side.label.to_string(),
                 n,
-                without_ipv6: ctrs.without_ipv6,
+                without_ipv6: opts.without_ipv6,
                 ..ChainResult::default()
             },
         });
@@ -188,7 +188,7 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, ctrs: Containers) -> Result<Vec<
     }
     let t = Instant::now();
     for l in &mut lanes {
-        l.ctrs = (0..n).map(|_| ctrs.make("bc")).collect::<Result<_>>()?;
+        l.ctrs = (0..n).map(|_| opts.make("bc")).collect::<Result<_>>()?;
     }
     eprintln!(
         "  chain: {} container namespaces made ({:.0} s)",
@@ -203,7 +203,7 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, ctrs: Containers) -> Result<Vec<
         let at_edge = i <= edge || i > n - edge;
         for l in &mut lanes {
             if at_edge {
-                std::thread::sleep(ctrs.edge_gap);
+                std::thread::sleep(opts.edge_gap);
             }
             let d = l.op("add", i as usize, &format!("c{i}"), 20_000 + i)?;
             if i <= edge {

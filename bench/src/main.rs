@@ -63,7 +63,7 @@ struct Plan {
     sides: Vec<Side>,
     /// `--only bridge,portmap`: the plugins of the per-plugin part.
     only: Vec<&'static str>,
-    containers: chain::Containers,
+    chain_opts: chain::Options,
 }
 
 fn plan(args: &[String]) -> Result<Plan> {
@@ -126,7 +126,7 @@ fn plan(args: &[String]) -> Result<Plan> {
     };
     Ok(Plan {
         only,
-        containers: chain::Containers {
+        chain_opts: chain::Options {
             without_ipv6: args.iter().any(|a| a == "--containers-without-ipv6"),
             edge_gap: std::time::Duration::from_secs(
                 arg(args, "--edge-gap", chain::EDGE_GAP.as_secs() as u32)?.into(),
@@ -145,7 +145,7 @@ fn plan(args: &[String]) -> Result<Plan> {
 fn rss(p: &Plan, r: &mut report::Report) -> Result<()> {
     for side in p.sides.iter().filter(|s| !s.iptables) {
         let w = rss::wrap(side)?;
-        chain::run(std::slice::from_ref(&w.side), 2, 2, p.containers)?;
+        chain::run(std::slice::from_ref(&w.side), 2, 2, p.chain_opts)?;
         plugins::run(std::slice::from_ref(&w.side), &plugins::PLUGINS, 2)?;
         r.rss.insert(side.label.to_string(), w.peaks());
     }
@@ -188,7 +188,7 @@ fn main() -> Result<()> {
     if all || p.what == "chain" {
         quiet::before("chain");
         eprintln!("chain, N = {}, {} rounds ...", p.n, p.rounds);
-        r.chain = chain::run(&p.sides, p.n, p.rounds, p.containers)?;
+        r.chain = chain::run(&p.sides, p.n, p.rounds, p.chain_opts)?;
     }
     if all || p.what == "rss" {
         quiet::before("peak RSS");
