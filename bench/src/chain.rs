@@ -26,7 +26,8 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
+use cni_shared::sysctl;
 use cni_shared::testkit::{Sandbox, TempDir};
 use serde_json::{json, Value};
 
@@ -81,15 +82,16 @@ impl Options {
         let sb = Sandbox::new(name);
         if self.without_ipv6 {
             sb.netns()
-                .run(|| -> Result<()> {
-                    // `all` for the interfaces there now (lo), `default` for those to come.
+                .run(|| -> cni_shared::Result<()> {
+                    // `all` for the interfaces there now (lo), `default` for those to come; a
+                    // kernel without IPv6 has neither key, and nothing to turn off.
                     for which in ["all", "default"] {
-                        let key = format!("/proc/sys/net/ipv6/conf/{which}/disable_ipv6");
-                        std::fs::write(&key, "1").with_context(|| format!("writing {key}"))?;
+                        sysctl::set(&["net", "ipv6", "conf", which, "disable_ipv6"], "1")?;
                     }
                     Ok(())
                 })
-                .map_err(|e| anyhow!("entering {}: {e}", sb.name()))??;
+                .and_then(|r| r)
+                .map_err(|e| anyhow!("IPv6 off in {}: {e}", sb.name()))?;
         }
         Ok(sb)
     }
