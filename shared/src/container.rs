@@ -1,6 +1,7 @@
 //! The container side of an attachment, shared by the main plugins (bridge, macvlan, vxlan):
 //! apply an IPAM result to the container's interface (addresses, routes, up, IPv6 DAD and
-//! neighbour-notify sysctls), verify it for CHECK, and describe links as result interfaces.
+//! neighbour-notify sysctls, on request no IPv6 link-local address), verify it for CHECK, and
+//! describe links as result interfaces.
 
 use std::net::IpAddr;
 
@@ -19,6 +20,13 @@ pub struct IfaceOpts {
     /// Announce the interface's MAC at once (`arp_notify`, `ndisc_notify`), so neighbours learn a
     /// new MAC for a reused address (macvlan).
     pub notify_neighbours: bool,
+    /// No IPv6 link-local address on the interface (`addrgenmode none`, set before it comes
+    /// up) when the result gives it no IPv6 address, so none of the multicast a kernel sends
+    /// for one (MLD reports, router solicitations that repeat with a backoff up to an hour),
+    /// which a bridge floods to every port. Done through netlink, not `/proc/sys`: the first
+    /// `/proc/sys/net` lookup in a new namespace costs ~1 ms per 1000 namespaces on the host.
+    /// The config key `disableIPv6LinkLocal`, off by default (the reference keeps the address).
+    pub no_ipv6_link_local: bool,
 }
 
 /// The addresses of `result` that belong to interface number `iface_idx` (or to no interface).
@@ -93,6 +101,9 @@ pub fn configure_iface(
         }
         Ok(())
     })??;
+    if opts.no_ipv6_link_local && !has_v6 {
+        nl.set_ipv6_addr_gen_none(link.index)?;
+    }
     let addr_opts = AddrOpts {
         nodad: !opts.enable_dad,
     };

@@ -123,6 +123,69 @@ fn dual_stack_and_default_gateway() {
     del(&host, &c, "ctr2", Some(&c2));
 }
 
+/// Packets the container's `eth0` has sent.
+fn tx_packets(ctr: &Sandbox) -> u64 {
+    let j: serde_json::Value =
+        serde_json::from_str(&ctr.ip(&["-j", "-s", "link", "show", "eth0"])).unwrap();
+    j[0]["stats64"]["tx"]["packets"].as_u64().unwrap()
+}
+
+#[test]
+fn ipv6_link_local_off_on_request() {
+    let host = Sandbox::new("br-ll");
+    let (c1, c2, c3) = (
+        Sandbox::new("br-ll-c1"),
+        Sandbox::new("br-ll-c2"),
+        Sandbox::new("br-ll-c3"),
+    );
+    let data = TempDir::new("br-ll");
+    let v4 = conf(&data, "br-ll", &["10.43.0.0/24"], json!({}));
+    let mut off = v4.clone();
+    off["disableIPv6LinkLocal"] = json!(true);
+    // The default (the reference's behaviour): a link-local address, and with it the kernel's
+    // own multicast (an MLD report as soon as the carrier is on) — the bridge floods it.
+    add(&host, &v4, "ctr1", &c1);
+    assert!(c1
+        .ip(&["-6", "addr", "show", "dev", "eth0"])
+        .contains("fe80::"));
+    let t = std::time::Instant::now();
+    while tx_packets(&c1) == 0 && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(tx_packets(&c1) > 0, "the default sends its MLD report");
+
+    // On request, without an IPv6 address: no link-local address, and nothing sent until
+    // spoken to (the MLD report above goes out within a second); IPv4 works.
+    let r2 = add(&host, &off, "ctr2", &c2);
+    assert!(c2
+        .ip(&["-d", "link", "show", "eth0"])
+        .contains("addrgenmode none"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(c2.ip(&["-6", "addr", "show", "dev", "eth0"]), "");
+    assert_eq!(
+        tx_packets(&c2),
+        0,
+        "a container without link-local stays quiet"
+    );
+    assert!(pings(&c2, "10.43.0.1".parse().unwrap()), "ctr2 -> gateway");
+    assert!(pings(&c1, ip_of(&r2, 0)), "ctr1 -> ctr2");
+
+    // With an IPv6 address the key changes nothing: the address needs its link-local peer
+    // for neighbour discovery.
+    let ds = {
+        let mut c = conf(&data, "br-ll", &["10.43.0.0/24", "fd43::/64"], json!({}));
+        c["disableIPv6LinkLocal"] = json!(true);
+        c
+    };
+    add(&host, &ds, "ctr3", &c3);
+    let a6 = c3.ip(&["-6", "addr", "show", "dev", "eth0"]);
+    assert!(a6.contains("fe80::") && a6.contains("fd43::"), "{a6}");
+    assert!(pings(&c3, "fd43::1".parse().unwrap()), "v6 gateway");
+    del(&host, &ds, "ctr3", Some(&c3));
+    del(&host, &off, "ctr2", Some(&c2));
+    del(&host, &v4, "ctr1", Some(&c1));
+}
+
 #[test]
 fn mtu_mac_and_dns() {
     let host = Sandbox::new("br-mtu");

@@ -14,7 +14,7 @@ pub const DEFAULT_BRIDGE: &str = "cni0";
 #[serde(rename_all = "camelCase")]
 pub struct BridgeConf {
     /// bridge, mtu, isGateway, isDefaultGateway, forceAddress, ipMasq, ipMasqBackend,
-    /// enabledad, macspoofchk: shared with vxlan.
+    /// enabledad, macspoofchk, disableIPv6LinkLocal: shared with vxlan.
     /// (Decoded on its own from the same JSON by [`decode`], so errors keep the key's name.)
     #[serde(skip)]
     pub attach: AttachKeys,
@@ -157,6 +157,7 @@ mod tests {
             "mtu": 1400, "hairpinMode": true, "vlan": 100,
             "vlanTrunk": [{"id": 200}, {"minID": 300, "maxID": 310}],
             "preserveDefaultVlan": false, "enabledad": true, "macspoofchk": true,
+            "disableIPv6LinkLocal": true,
             "portIsolation": true, "forceAddress": true}),
         )
         .unwrap();
@@ -169,6 +170,7 @@ mod tests {
             vec![BridgeVlan::one(200), BridgeVlan::range(300, 310)]
         );
         assert!(c.hairpin && c.enable_dad && c.macspoofchk && c.port_isolation);
+        assert!(c.no_ipv6_link_local);
         assert!(!c.preserve_default_vlan && c.force_address && c.ip_masq);
     }
 

@@ -133,6 +133,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
     let opts = IfaceOpts {
         enable_dad: false,
         notify_neighbours: true,
+        no_ipv6_link_local: conf.no_ipv6_link_local,
     };
     let link = configure_iface(&ns, &cnl, &req.ifname, &result, 0, opts)?;
     result.interfaces = vec![interface_of(&link, Some(&ns))];

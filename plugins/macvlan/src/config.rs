@@ -46,6 +46,8 @@ struct Raw {
     vlan: Option<u32>,
     #[serde(rename = "dataDir", default)]
     data_dir: Option<PathBuf>,
+    #[serde(rename = "disableIPv6LinkLocal", default)]
+    no_ipv6_link_local: bool,
 }
 
 /// The validated configuration.
@@ -64,6 +66,8 @@ pub struct Conf {
     /// Put the macvlan on the 802.1q sub-interface `<master>.<vlan>`.
     pub vlan: Option<u16>,
     pub data_dir: PathBuf,
+    /// No IPv6 link-local address on the container interface when IPAM gives it no IPv6 address.
+    pub no_ipv6_link_local: bool,
     /// The IPAM plugin type; `None` gives an interface without addresses.
     pub ipam: Option<String>,
     /// The `dns` key, which replaces the IPAM's when present.
@@ -154,6 +158,7 @@ impl Conf {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            no_ipv6_link_local: raw.no_ipv6_link_local,
             ipam,
             dns: req.conf.dns.clone().filter(|d| !d.is_empty()),
         })
@@ -260,7 +265,13 @@ mod tests {
         assert_eq!(c.vlan, None);
         assert_eq!(c.ipam, None);
         assert!(!c.link_in_container);
+        assert!(
+            !c.no_ipv6_link_local,
+            "the reference keeps the link-local address"
+        );
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        let c = Conf::load(&req(conf(json!({"disableIPv6LinkLocal": true})), "")).unwrap();
+        assert!(c.no_ipv6_link_local);
     }
 
     #[test]
@@ -289,6 +300,10 @@ mod tests {
             (json!({"vlan": 4095}), "vlan"),
             (json!({"master": "enp0s31f6xyz", "vlan": 100}), "vlan"),
             (json!({"bcqueuelen": "x"}), "bcqueuelen"),
+            (
+                json!({"disableIPv6LinkLocal": "yes"}),
+                "disableIPv6LinkLocal",
+            ),
         ] {
             let e = err(extra.clone());
             assert_eq!(e.code, 7, "{extra}: {}", e.msg);

@@ -29,7 +29,7 @@ pub struct VxlanConf {
     pub group: Option<String>,
     pub learning: Option<bool>,
     /// bridge, mtu, isGateway, isDefaultGateway, forceAddress, ipMasq, ipMasqBackend,
-    /// enabledad, macspoofchk: as in the bridge plugin.
+    /// enabledad, macspoofchk, disableIPv6LinkLocal: as in the bridge plugin.
     /// (Decoded on its own from the same JSON by [`decode`], so errors keep the key's name.)
     #[serde(skip)]
     pub attach: AttachKeys,
@@ -270,7 +270,8 @@ mod tests {
             "vni": 16777215, "port": 8472, "underlay": "ul0", "local": "2001:db8::1",
             "peers": ["2001:db8::2", "fd00::3"], "learning": false, "bridge": "ovl",
             "mtu": 1400, "isDefaultGateway": true, "forceAddress": true, "ipMasq": true,
-            "ipMasqBackend": "iptables", "enabledad": true, "macspoofchk": true}))
+            "ipMasqBackend": "iptables", "enabledad": true, "macspoofchk": true,
+            "disableIPv6LinkLocal": true}))
         .unwrap();
         assert_eq!((c.vni, c.port), (MAX_VNI, 8472));
         assert_eq!(c.device(), "vxlan16777215");
@@ -282,7 +283,7 @@ mod tests {
         assert_eq!((c.mtu, c.attach.bridge.as_str()), (Some(1400), "ovl"));
         let a = &c.attach;
         assert!(a.is_gateway && a.is_default_gateway && a.force_address && a.ip_masq);
-        assert!(a.enable_dad && a.macspoofchk);
+        assert!(a.enable_dad && a.macspoofchk && a.no_ipv6_link_local);
         assert_eq!(a.masq_backend, Backend::Iptables);
         let g = conf(json!({"vni": 1, "group": "239.1.1.1"})).unwrap();
         assert_eq!(g.flood, Flood::Group(ip("239.1.1.1")));

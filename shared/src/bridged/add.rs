@@ -117,6 +117,7 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
         let opts = IfaceOpts {
             enable_dad: cfg.enable_dad,
             notify_neighbours: false,
+            no_ipv6_link_local: cfg.no_ipv6_link_local,
         };
         configure_iface(&ns, &cnl, &req.ifname, &result, 2, opts)?
     };

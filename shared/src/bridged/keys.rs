@@ -28,6 +28,8 @@ pub struct AttachKeys {
     pub enable_dad: bool,
     #[serde(default)]
     pub macspoofchk: bool,
+    #[serde(default, rename = "disableIPv6LinkLocal")]
+    pub no_ipv6_link_local: bool,
 }
 
 impl AttachKeys {
@@ -50,6 +52,7 @@ impl AttachKeys {
             preserve_default_vlan: true,
             enable_dad: self.enable_dad,
             macspoofchk: self.macspoofchk,
+            no_ipv6_link_local: self.no_ipv6_link_local,
             mac,
             ..AttachConfig::default()
         })

@@ -71,6 +71,8 @@ pub struct AttachConfig {
     /// Run IPv6 duplicate address detection in the container.
     pub enable_dad: bool,
     pub macspoofchk: bool,
+    /// No IPv6 link-local address on the container interface when IPAM gives it no IPv6 address.
+    pub no_ipv6_link_local: bool,
     /// Leave the container interface down and unaddressed.
     pub disable_container_interface: bool,
     /// Isolated bridge port: no traffic to other isolated ports (containers).

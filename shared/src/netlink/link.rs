@@ -6,8 +6,9 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoMacVlan, InfoPortData, InfoVlan, InfoVxlan,
-    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, MacVlanMode as NlMacVlanMode,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoMacVlan,
+    InfoPortData, InfoVlan, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo,
+    LinkMessage, MacVlanMode as NlMacVlanMode,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -267,6 +268,25 @@ impl Netlink {
         m.attributes.push(LinkAttribute::Mtu(mtu));
         self.setlink(m)
             .or_nl(|| format!("setting mtu {mtu} on {r}"))
+    }
+
+    /// `ip link set <link> addrgenmode none`: when the link comes up, the kernel makes no IPv6
+    /// link-local address for it, and so sends none of the multicast that goes with one (MLD
+    /// reports, the DAD probe, router solicitations). Set it while the link is down. `false`
+    /// when the kernel has no IPv6 (it refuses the attribute with EAFNOSUPPORT): no link-local
+    /// address either way.
+    pub fn set_ipv6_addr_gen_none<'a>(&self, r: impl Into<LinkRef<'a>>) -> Result<bool> {
+        let r = r.into();
+        let mut m = addressed(r);
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+        match self.setlink(m) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => Ok(false),
+            Err(e) => Err(e.cni(format!("setting IPv6 addrgenmode none on {r}"))),
+        }
     }
 
     /// `ip link set <link> address <mac>`.
