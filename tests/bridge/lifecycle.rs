@@ -2,7 +2,11 @@
 
 use cni_shared::skel::Command;
 use cni_shared::spec::Version;
-use cni_tests::testkit::{bin_dir, plugin_path, write_executable, Call, Sandbox, TempDir};
+use std::time::Duration;
+
+use cni_tests::testkit::{
+    bin_dir, plugin_path, wait_until, write_executable, Call, Sandbox, TempDir,
+};
 use serde_json::json;
 
 use super::{add, call, call_if, conf, del, host_veths, ip_of, leases, pings};
@@ -148,11 +152,10 @@ fn ipv6_link_local_off_on_request() {
     assert!(c1
         .ip(&["-6", "addr", "show", "dev", "eth0"])
         .contains("fe80::"));
-    let t = std::time::Instant::now();
-    while tx_packets(&c1) == 0 && t.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(tx_packets(&c1) > 0, "the default sends its MLD report");
+    assert!(
+        wait_until(Duration::from_secs(5), || tx_packets(&c1) > 0),
+        "the default sends its MLD report"
+    );
 
     // On request, without an IPv6 address: no link-local address, and nothing sent until
     // spoken to (the MLD report above goes out within a second); IPv4 works.
@@ -160,7 +163,7 @@ fn ipv6_link_local_off_on_request() {
     assert!(c2
         .ip(&["-d", "link", "show", "eth0"])
         .contains("addrgenmode none"));
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(c2.ip(&["-6", "addr", "show", "dev", "eth0"]), "");
     assert_eq!(
         tx_packets(&c2),
