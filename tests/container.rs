@@ -79,13 +79,74 @@ fn configure_then_check_a_dual_stack_interface() {
         "fd77::1".parse().unwrap(),
         Duration::from_secs(5)
     ));
-    check_iface(&cnl, "eth0", &result, 0).unwrap();
+    check_iface(&cnl, "eth0", &result, 0, IfaceOpts::default()).unwrap();
     let iface = interface_of(&link, Some(&cns));
     assert_eq!(iface.name, "eth0");
     assert_eq!(iface.sandbox, ctr.path().display().to_string());
     assert_eq!(iface.mtu, Some(1400));
 
     ctr.ip(&["addr", "del", "10.77.0.2/24", "dev", "eth0"]);
-    let e = check_iface(&cnl, "eth0", &result, 0).unwrap_err();
+    let e = check_iface(&cnl, "eth0", &result, 0, IfaceOpts::default()).unwrap_err();
     assert!(e.msg.contains("10.77.0.2/24"), "{}", e.msg);
+}
+
+#[test]
+fn neighbour_notify_and_no_link_local_are_set_by_netlink_and_checked() {
+    let host = Sandbox::new("ct2-host");
+    let ctr = Sandbox::new("ct2-ctr");
+    let hns = host.netns();
+    let cns = ctr.netns();
+    let hnl = Netlink::open_in(&hns).unwrap();
+    let cnl = Netlink::open_in(&cns).unwrap();
+    hnl.create_veth(
+        None,
+        "eth0",
+        &cns,
+        &VethOpts {
+            host_up: true,
+            ..VethOpts::default()
+        },
+    )
+    .unwrap();
+    let (_, result) = CniResult::from_value(
+        &json!({"cniVersion": "1.1.0",
+                "ips": [{"address": "10.78.0.2/24", "interface": 0}]}),
+        Version::V1_1_0,
+    )
+    .unwrap();
+    let opts = IfaceOpts {
+        enable_dad: false,
+        notify_neighbours: true,
+        no_ipv6_link_local: true,
+    };
+    let link = configure_iface(&cns, &cnl, "eth0", &result, 0, opts).unwrap();
+    let sysctl = |key: &str| {
+        let out = ctr.exec("cat", &[&format!("/proc/sys/net/{key}")]).stdout;
+        String::from_utf8_lossy(&out).trim().to_string()
+    };
+    assert_eq!(sysctl("ipv4/conf/eth0/arp_notify"), "1");
+    // IPv4-only: the IPv6 settings are left as they were.
+    assert_eq!(sysctl("ipv6/conf/eth0/ndisc_notify"), "0");
+    assert_eq!(sysctl("ipv6/conf/eth0/accept_dad"), "1");
+    let details = ctr.ip(&["-d", "link", "show", "eth0"]);
+    assert!(details.contains("addrgenmode none"), "{details}");
+    let fresh = cnl.link(link.index).unwrap().unwrap();
+    assert!(fresh.arp_notify && fresh.ipv6_addr_gen_none, "{fresh:?}");
+    check_iface(&cnl, "eth0", &result, 0, opts).unwrap();
+    // What default options ask for is not what CHECK holds against the interface.
+    check_iface(&cnl, "eth0", &result, 0, IfaceOpts::default()).unwrap();
+
+    ctr.ip(&["link", "set", "eth0", "addrgenmode", "eui64"]);
+    let e = check_iface(&cnl, "eth0", &result, 0, opts).unwrap_err();
+    assert!(e.msg.contains("addrgenmode"), "{}", e.msg);
+    ctr.ip(&["link", "set", "eth0", "addrgenmode", "none"]);
+    check_iface(&cnl, "eth0", &result, 0, opts).unwrap();
+
+    let off = ctr.exec(
+        "sh",
+        &["-c", "echo 0 > /proc/sys/net/ipv4/conf/eth0/arp_notify"],
+    );
+    assert!(off.status.success(), "{off:?}");
+    let e = check_iface(&cnl, "eth0", &result, 0, opts).unwrap_err();
+    assert!(e.msg.contains("arp_notify"), "{}", e.msg);
 }

@@ -1,6 +1,6 @@
 //! The container side of an attachment, shared by the main plugins (bridge, macvlan, vxlan):
 //! apply an IPAM result to the container's interface (addresses, routes, up, IPv6 DAD and
-//! neighbour-notify sysctls, on request no IPv6 link-local address), verify it for CHECK, and
+//! neighbour-notify settings, on request no IPv6 link-local address), verify it for CHECK, and
 //! describe links as result interfaces.
 
 use std::net::IpAddr;
@@ -88,19 +88,22 @@ pub fn configure_iface(
     })?;
     let addrs = addresses_for(result, iface_idx);
     let has_v6 = addrs.iter().any(|a| a.is_ipv6());
-    let name = ifname.to_string();
-    ns.run(move || -> Result<()> {
-        if has_v6 && !opts.enable_dad {
-            sysctl::set(&["net", "ipv6", "conf", &name, "accept_dad"], "0")?;
-        }
-        if opts.notify_neighbours {
-            sysctl::set(&["net", "ipv4", "conf", &name, "arp_notify"], "1")?;
-            if has_v6 {
+    if has_v6 {
+        // IPv6 device settings have no netlink setter: /proc/sys, in the container.
+        let name = ifname.to_string();
+        ns.run(move || -> Result<()> {
+            if !opts.enable_dad {
+                sysctl::set(&["net", "ipv6", "conf", &name, "accept_dad"], "0")?;
+            }
+            if opts.notify_neighbours {
                 sysctl::set(&["net", "ipv6", "conf", &name, "ndisc_notify"], "1")?;
             }
-        }
-        Ok(())
-    })??;
+            Ok(())
+        })??;
+    }
+    if opts.notify_neighbours {
+        nl.set_arp_notify(link.index)?;
+    }
     if opts.no_ipv6_link_local && !has_v6 {
         nl.set_ipv6_addr_gen_none(link.index)?;
     }
@@ -121,12 +124,14 @@ pub fn configure_iface(
 }
 
 /// CHECK: interface `ifname` exists, is up, and carries the addresses and routes of `result`
-/// meant for interface number `iface_idx` (a later plugin in the chain may add more).
+/// meant for interface number `iface_idx` (a later plugin in the chain may add more), and the
+/// settings of `opts` that can be read back (`arp_notify`, `addrgenmode none`).
 pub fn check_iface(
     nl: &Netlink,
     ifname: &str,
     result: &CniResult,
     iface_idx: usize,
+    opts: IfaceOpts,
 ) -> Result<Link> {
     let link = nl.link(ifname)?.ok_or_else(|| {
         CniError::internal(format!("CHECK: {ifname} is missing in the container"))
@@ -134,8 +139,20 @@ pub fn check_iface(
     if !link.up {
         return Err(CniError::internal(format!("CHECK: {ifname} is down")));
     }
+    let addrs = addresses_for(result, iface_idx);
+    if opts.notify_neighbours && !link.arp_notify {
+        return Err(CniError::internal(format!(
+            "CHECK: {ifname} has arp_notify off"
+        )));
+    }
+    if opts.no_ipv6_link_local && !addrs.iter().any(|a| a.is_ipv6()) && !link.ipv6_addr_gen_none {
+        return Err(CniError::internal(format!(
+            "CHECK: {ifname} makes an IPv6 link-local address (addrgenmode is not none) \
+             although disableIPv6LinkLocal is set"
+        )));
+    }
     let present = nl.addresses(Some(link.index), None)?;
-    for want in addresses_for(result, iface_idx) {
+    for want in addrs {
         if !present
             .iter()
             .any(|a| a.net.ip() == want.ip() && a.net.prefix() == want.prefix())

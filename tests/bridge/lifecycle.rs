@@ -172,6 +172,14 @@ fn ipv6_link_local_off_on_request() {
     );
     assert!(pings(&c2, "10.43.0.1".parse().unwrap()), "ctr2 -> gateway");
     assert!(pings(&c1, ip_of(&r2, 0)), "ctr1 -> ctr2");
+    // CHECK holds the interface to it.
+    let mut check = off.clone();
+    check["prevResult"] = r2.clone();
+    call(&host, Command::Check, &check, "ctr2", Some(&c2)).unwrap();
+    c2.ip(&["link", "set", "eth0", "addrgenmode", "eui64"]);
+    let e = call(&host, Command::Check, &check, "ctr2", Some(&c2)).unwrap_err();
+    assert!(e.msg.contains("addrgenmode"), "{}", e.msg);
+    c2.ip(&["link", "set", "eth0", "addrgenmode", "none"]);
 
     // With an IPv6 address the key changes nothing: the address needs its link-local peer
     // for neighbour discovery.

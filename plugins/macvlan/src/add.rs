@@ -2,7 +2,7 @@
 //! name, renamed to CNI_IFNAME, given the IPAM's addresses and routes. Every step is undone when
 //! a later one fails.
 
-use cni_shared::container::{configure_iface, interface_of, IfaceOpts};
+use cni_shared::container::{configure_iface, interface_of};
 use cni_shared::invoke;
 use cni_shared::netlink::{attachment_temp_name, MacvlanMode, MacvlanOpts, Netlink};
 use cni_shared::netns::NetNs;
@@ -130,12 +130,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
             ip.interface = Some(0);
         }
     }
-    let opts = IfaceOpts {
-        enable_dad: false,
-        notify_neighbours: true,
-        no_ipv6_link_local: conf.no_ipv6_link_local,
-    };
-    let link = configure_iface(&ns, &cnl, &req.ifname, &result, 0, opts)?;
+    let link = configure_iface(&ns, &cnl, &req.ifname, &result, 0, conf.iface_opts())?;
     result.interfaces = vec![interface_of(&link, Some(&ns))];
     if let Some(dns) = &conf.dns {
         result.dns = dns.clone();

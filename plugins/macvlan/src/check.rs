@@ -86,7 +86,7 @@ pub fn check(req: &Request) -> Result<()> {
             )));
         }
     }
-    check_iface(&cnl, &req.ifname, &prev, idx)?;
+    check_iface(&cnl, &req.ifname, &prev, idx, conf.iface_opts())?;
     Ok(())
 }
 

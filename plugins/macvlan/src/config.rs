@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use cni_shared::container::IfaceOpts;
 use cni_shared::mac::Mac;
 use cni_shared::netlink::MacvlanMode;
 use cni_shared::skel::Request;
@@ -105,6 +106,16 @@ impl Teardown {
 }
 
 impl Conf {
+    /// How ADD configures the container interface, and what CHECK verifies of it: no DAD, a
+    /// gratuitous ARP/NA when it comes up (its MAC is new for a possibly reused address).
+    pub fn iface_opts(&self) -> IfaceOpts {
+        IfaceOpts {
+            enable_dad: false,
+            notify_neighbours: true,
+            no_ipv6_link_local: self.no_ipv6_link_local,
+        }
+    }
+
     pub fn load(req: &Request) -> Result<Conf> {
         let raw: Raw = req.config()?;
         let master = raw.master.filter(|m| !m.is_empty());

@@ -8,7 +8,7 @@ use super::{
     delete_bridge_if_unused, ensure_bridge_created, is_unsupported, tag_of, vlan_unsupported,
     AttachConfig,
 };
-use crate::container::{configure_iface, interface_of, IfaceOpts};
+use crate::container::{configure_iface, interface_of};
 use crate::error::{CniError, Result};
 use crate::firewall::{self, macspoof};
 use crate::invoke;
@@ -114,12 +114,7 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
             CniError::internal(format!("{} vanished from the container", req.ifname))
         })?
     } else {
-        let opts = IfaceOpts {
-            enable_dad: cfg.enable_dad,
-            notify_neighbours: false,
-            no_ipv6_link_local: cfg.no_ipv6_link_local,
-        };
-        configure_iface(&ns, &cnl, &req.ifname, &result, 2, opts)?
+        configure_iface(&ns, &cnl, &req.ifname, &result, 2, cfg.iface_opts())?
     };
     // The bridge's MAC may change when its first port is added (a bridge whose MAC nobody
     // set): report the one it has now that ours is added.

@@ -36,7 +36,7 @@ pub fn check(req: &Request, cfg: &AttachConfig) -> Result<()> {
         cnl.link(&req.ifname)?
             .ok_or_else(|| fail(format!("{} is missing in the container", req.ifname)))?
     } else {
-        check_iface(&cnl, &req.ifname, &prev, idx)?
+        check_iface(&cnl, &req.ifname, &prev, idx, cfg.iface_opts())?
     };
     if !link.is_kind("veth") {
         return Err(fail(format!(

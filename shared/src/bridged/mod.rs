@@ -35,6 +35,7 @@ mod check;
 mod del;
 mod keys;
 
+use crate::container::IfaceOpts;
 use crate::error::{CniError, Result};
 use crate::firewall::{Backend, Tag};
 use crate::mac::Mac;
@@ -93,6 +94,15 @@ impl AttachConfig {
             "vlan"
         } else {
             "vlanTrunk"
+        }
+    }
+
+    /// How ADD configures the container interface, and what CHECK verifies of it.
+    pub fn iface_opts(&self) -> IfaceOpts {
+        IfaceOpts {
+            enable_dad: self.enable_dad,
+            notify_neighbours: false,
+            no_ipv6_link_local: self.no_ipv6_link_local,
         }
     }
 
