@@ -98,7 +98,8 @@ impl Options {
 }
 
 /// The configuration list: the same keys for every side (CNI 1.0.0, the newest the reference
-/// 1.1.1 speaks). Ours with `iptables` selects its iptables backends.
+/// 1.1.1 speaks). Ours with `iptables` selects its iptables backends, ours with
+/// `no_link_local` sets `disableIPv6LinkLocal`.
 pub fn conflist(side: &Side, data: &TempDir) -> Value {
     let mut bridge = json!({
         "type": "bridge", "bridge": "cni-bench0", "isDefaultGateway": true,
@@ -111,6 +112,9 @@ pub fn conflist(side: &Side, data: &TempDir) -> Value {
     if side.iptables {
         bridge["ipMasqBackend"] = json!("iptables");
         portmap["backend"] = json!("iptables");
+    }
+    if side.no_link_local {
+        bridge["disableIPv6LinkLocal"] = json!(true);
     }
     json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [bridge, portmap]})
 }

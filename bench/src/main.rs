@@ -23,7 +23,7 @@ use runtime::Side;
 
 const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
      [--rounds N] [--leases N] [--no-reference] [--iptables] [--glibc] [--compare DIR]... [--only bridge,portmap]
-       [--containers-without-ipv6] [--edge-gap SECONDS]
+       [--containers-without-ipv6] [--disable-ipv6-link-local] [--edge-gap SECONDS]
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
@@ -61,6 +61,9 @@ struct Plan {
     leases: u32,
     hl_rounds: u32,
     sides: Vec<Side>,
+    /// The chain part's sides: `sides`, and with `--disable-ipv6-link-local` ours with that key
+    /// next to ours.
+    chain_sides: Vec<Side>,
     /// `--only bridge,portmap`: the plugins of the per-plugin part.
     only: Vec<&'static str>,
     chain_opts: chain::Options,
@@ -124,8 +127,13 @@ fn plan(args: &[String]) -> Result<Plan> {
             v
         }
     };
+    let mut chain_sides = sides.clone();
+    if args.iter().any(|a| a == "--disable-ipv6-link-local") {
+        chain_sides.insert(1, Side::ours_no_link_local());
+    }
     Ok(Plan {
         only,
+        chain_sides,
         chain_opts: chain::Options {
             without_ipv6: args.iter().any(|a| a == "--containers-without-ipv6"),
             edge_gap: std::time::Duration::from_secs(
@@ -188,7 +196,7 @@ fn main() -> Result<()> {
     if all || p.what == "chain" {
         quiet::before("chain");
         eprintln!("chain, N = {}, {} rounds ...", p.n, p.rounds);
-        r.chain = chain::run(&p.sides, p.n, p.rounds, p.chain_opts)?;
+        r.chain = chain::run(&p.chain_sides, p.n, p.rounds, p.chain_opts)?;
     }
     if all || p.what == "rss" {
         quiet::before("peak RSS");

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use crate::chain::ChainResult;
 use crate::host_local::HostLocalResult;
 use crate::plugins::PluginResult;
+use crate::runtime;
 use crate::stats::{ms, Samples};
 
 /// Goals (issue 8).
@@ -61,6 +62,11 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
+/// The growth measure: p50 of the ADDs of the last ten containers over the first ten's.
+fn growth(c: &ChainResult) -> f64 {
+    p50(&c.last_add) / p50(&c.first_add).max(0.001)
+}
+
 impl Report {
     fn side(&self, label: &str) -> Option<&ChainResult> {
         self.chain.iter().find(|c| c.label == label)
@@ -104,7 +110,6 @@ impl Report {
                 r.map(|r| &r.empty_del),
                 CHAIN_DEL_RATIO,
             );
-            let growth = |c: &ChainResult| p50(&c.last_add) / p50(&c.first_add).max(0.001);
             let g = growth(ours);
             let rg = r.map_or("—".into(), |r| format!("{:.2}×", growth(r)));
             let _ = writeln!(
@@ -120,6 +125,14 @@ impl Report {
                 },
                 mark(g <= GROWTH)
             );
+            if let Some(k) = self.side(runtime::NO_LINK_LOCAL) {
+                let g = growth(k);
+                let _ = writeln!(
+                    o,
+                    "| the same, ours with the opt-in `disableIPv6LinkLocal` | {g:.2}× | — | — | ≤ {GROWTH}× | {} |",
+                    mark(g <= GROWTH)
+                );
+            }
         }
         for h in self.host_local.iter().filter(|h| h.side == "ours") {
             let rf = self.host_local.iter().find(|h| h.side == "reference");
@@ -206,6 +219,11 @@ impl Report {
             };
             let _ = writeln!(o, " {ratio} |");
         }
+        let _ = write!(o, "| ADD growth: last 10 / first 10 (p50) |");
+        for c in &self.chain {
+            let _ = write!(o, " {:.2}× |", growth(c));
+        }
+        let _ = writeln!(o, " — |");
     }
 
     fn plugin_details(&self, o: &mut String) {

@@ -13,6 +13,9 @@ use crate::exec::{Run, Spec};
 /// Where Debian's containernetworking-plugins puts the reference binaries.
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 
+/// The label of [`Side::ours_no_link_local`].
+pub const NO_LINK_LOCAL: &str = "ours (disableIPv6LinkLocal)";
+
 /// One implementation under test.
 #[derive(Debug, Clone)]
 pub struct Side {
@@ -23,6 +26,8 @@ pub struct Side {
     pub reference: bool,
     /// Ours with the iptables backends instead of the nftables default.
     pub iptables: bool,
+    /// Ours with `disableIPv6LinkLocal` in the chain's bridge (`--disable-ipv6-link-local`).
+    pub no_link_local: bool,
     /// Extra environment for cnitool and the plugins (the RSS pass's wrappers).
     pub env: Vec<(String, String)>,
 }
@@ -34,6 +39,7 @@ impl Side {
             dir: bin_dir(),
             reference: false,
             iptables: false,
+            no_link_local: false,
             env: Vec::new(),
         }
     }
@@ -42,6 +48,16 @@ impl Side {
         Side {
             label: "ours (iptables)".into(),
             iptables: true,
+            ..Side::ours()
+        }
+    }
+
+    /// Ours with the opt-in `disableIPv6LinkLocal` (the chain part only): the containers get
+    /// no IPv6 link-local address, so none of the multicast their kernels send for one.
+    pub fn ours_no_link_local() -> Side {
+        Side {
+            label: NO_LINK_LOCAL.into(),
+            no_link_local: true,
             ..Side::ours()
         }
     }
@@ -80,6 +96,7 @@ impl Side {
                 dir: PathBuf::from(REFERENCE_DIR),
                 reference: true,
                 iptables: false,
+                no_link_local: false,
                 env: Vec::new(),
             })
     }
