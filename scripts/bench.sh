@@ -8,7 +8,7 @@
 #       portmap chain through cnitool for containers 1..N, peak RSS; --quick: N=20, 10 rounds;
 #       --iptables adds ours with the iptables backends, --glibc ours built for glibc (next to
 #       the shipped static musl build, see build_shipped in scripts/lib.sh),
-#       --disable-ipv6-link-local ours with that opt-in key as a further side of the chain part
+#       --disable-ipv6-link-local: then the chain once more, ours alone with that opt-in key
 #   scripts/bench.sh chain|plugins|host-local|rss [options]   one part
 #   scripts/bench.sh bridge [--attached 200] [--rounds 50]     bridge per masquerade backend
 #   scripts/bench.sh portmap [--levels 1,100,1000] [--rounds 20]   portmap at N installed mappings

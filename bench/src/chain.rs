@@ -166,7 +166,7 @@ impl Lane<'_> {
 pub fn run(sides: &[Side], n: u32, rounds: u32, opts: Options) -> Result<Vec<ChainResult>> {
     let hosts: Vec<Sandbox> = sides
         .iter()
-        .map(|s| Sandbox::new(&format!("bc-{}", s.label.replace([' ', '(', ')'], ""))))
+        .map(|s| Sandbox::new(&format!("bc-{}", s.label.replace([' ', '(', ')', ','], ""))))
         .collect();
     let mut lanes = Vec::new();
     for (side, host) in sides.iter().zip(&hosts) {

@@ -129,7 +129,7 @@ impl Report {
                 let g = growth(k);
                 let _ = writeln!(
                     o,
-                    "| the same, ours with the opt-in `disableIPv6LinkLocal` | {g:.2}× | — | — | ≤ {GROWTH}× | {} |",
+                    "| the same, ours alone with the opt-in `disableIPv6LinkLocal` | {g:.2}× | — | — | ≤ {GROWTH}× | {} |",
                     mark(g <= GROWTH)
                 );
             }

@@ -14,7 +14,7 @@ use crate::exec::{Run, Spec};
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 
 /// The label of [`Side::ours_no_link_local`].
-pub const NO_LINK_LOCAL: &str = "ours (disableIPv6LinkLocal)";
+pub const NO_LINK_LOCAL: &str = "ours (disableIPv6LinkLocal, alone)";
 
 /// One implementation under test.
 #[derive(Debug, Clone)]
@@ -52,8 +52,9 @@ impl Side {
         }
     }
 
-    /// Ours with the opt-in `disableIPv6LinkLocal` (the chain part only): the containers get
-    /// no IPv6 link-local address, so none of the multicast their kernels send for one.
+    /// Ours with the opt-in `disableIPv6LinkLocal` (the chain part only, run alone after the
+    /// other sides): the containers get no IPv6 link-local address, so none of the multicast
+    /// their kernels send for one.
     pub fn ours_no_link_local() -> Side {
         Side {
             label: NO_LINK_LOCAL.into(),
