@@ -145,7 +145,10 @@ pub fn check_iface(
             "CHECK: {ifname} has arp_notify off"
         )));
     }
-    if opts.no_ipv6_link_local && !addrs.iter().any(|a| a.is_ipv6()) && !link.ipv6_addr_gen_none {
+    if opts.no_ipv6_link_local
+        && !addrs.iter().any(|a| a.is_ipv6())
+        && link.ipv6_addr_gen_none == Some(false)
+    {
         return Err(CniError::internal(format!(
             "CHECK: {ifname} makes an IPv6 link-local address (addrgenmode is not none) \
              although disableIPv6LinkLocal is set"

@@ -55,8 +55,10 @@ pub struct Link {
     /// IPv4's `arp_notify` of the link (`IFLA_INET_CONF`); `false` when the link has no IPv4
     /// configuration.
     pub arp_notify: bool,
-    /// IPv6 `addrgenmode none`: the kernel makes no link-local address for the link.
-    pub ipv6_addr_gen_none: bool,
+    /// IPv6 `addrgenmode none`: the kernel makes no link-local address for the link. `None`
+    /// when the kernel reports no IPv6 configuration for it (a kernel without IPv6: no
+    /// link-local address either way).
+    pub ipv6_addr_gen_none: Option<bool>,
 }
 
 impl Link {
@@ -406,7 +408,7 @@ pub(crate) fn decode(m: &LinkMessage) -> Link {
         bridge: None,
         bridge_port: None,
         arp_notify: false,
-        ipv6_addr_gen_none: false,
+        ipv6_addr_gen_none: None,
     };
     for a in &m.attributes {
         match a {
@@ -438,7 +440,7 @@ fn decode_af_spec(afs: &[AfSpecUnspec], l: &mut Link) {
             AfSpecUnspec::Inet6(v6) => {
                 for x in v6 {
                     if let AfSpecInet6::AddrGenMode(m) = x {
-                        l.ipv6_addr_gen_none = *m == In6AddrGenMode::None;
+                        l.ipv6_addr_gen_none = Some(*m == In6AddrGenMode::None);
                     }
                 }
             }
