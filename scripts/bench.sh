@@ -21,13 +21,8 @@ cd "$(dirname "$0")/.."
 need_root "$@"
 ensure_cargo
 ensure_tools ip:iproute2 nft:nftables iptables:iptables
-if [ ! -x /usr/lib/cni/bridge ] && [ "${CNI_BENCH_NO_INSTALL:-0}" != 1 ] \
-    && [[ " $* " != *" --no-reference "* ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing the reference plugins (containernetworking-plugins)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null ||
-        echo "(could not install containernetworking-plugins: running without the reference)" >&2
+if [ "${CNI_BENCH_NO_INSTALL:-0}" != 1 ] && [[ " $* " != *" --no-reference "* ]]; then
+    ensure_reference_plugins "running without the reference" >&2
 fi
 build_shipped >&2
 if [[ " $* " == *" --glibc "* ]]; then

@@ -26,6 +26,21 @@ ensure_tools() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# ensure_reference_plugins WITHOUT — the reference plugins (Debian's containernetworking-plugins,
+# in /usr/lib/cni), installed with apt-get when missing; best effort: when they cannot be had,
+# says so ("could not install …: WITHOUT") and returns 0.
+ensure_reference_plugins() {
+    [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/portmap ] && return 0
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing the reference plugins (containernetworking-plugins)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null || true
+        apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null \
+            && return 0
+    fi
+    echo "(could not install containernetworking-plugins: $1)"
+}
+
 ensure_cargo() {
     if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
         export PATH="$HOME/.cargo/bin:$PATH"

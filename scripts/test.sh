@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 need_root "$@"
 ensure_cargo
 ensure_tools "${TEST_TOOLS[@]}"
+# The switch-over tests run the reference plugins' ADD before our DEL.
+ensure_reference_plugins "the tests that need them say SKIPPED"
 modprobe -q br_netfilter 2>/dev/null || true
 
 echo "==> building the plugins"

@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 mod conntrack;
 #[path = "portmap/lifecycle.rs"]
 mod lifecycle;
+#[path = "portmap/switch.rs"]
+mod switch;
 #[path = "portmap/traffic.rs"]
 mod traffic;
 

@@ -9,6 +9,7 @@ mod localnet;
 use std::net::IpAddr;
 
 use cni_shared::firewall::hostport::{self, DelHint, Forward, HostPorts, Mapping, Published};
+use cni_shared::firewall::reference::{self, Leftover};
 use cni_shared::firewall::Tag;
 use cni_shared::skel::{self, About, Plugin, Request};
 use cni_shared::spec::CniResult;
@@ -121,7 +122,12 @@ impl Plugin for PortMap {
             mappings: cfg.mappings.as_deref(),
             addrs: &addrs,
         };
-        driver(&cfg).del(&tag_of(req), &hint, &mut flush_conntrack)?;
+        let ours = driver(&cfg).del(&tag_of(req), &hint, &mut flush_conntrack);
+        // An attachment the reference plugin added before the switch to ours: its DNAT chain
+        // would keep forwarding the host ports to this container's address.
+        let theirs = reference::remove(Leftover::HostPorts, &req.conf.name, &req.container_id);
+        ours?;
+        theirs?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use super::add::ipam_type;
 use super::{tag_of, AttachConfig};
 use crate::detach;
 use crate::error::{code, CniError, Result};
+use crate::firewall::reference::{self, Leftover};
 use crate::firewall::{self, macspoof, nftexec::Nft, Tag};
 use crate::invoke;
 use crate::mac::Mac;
@@ -99,6 +100,15 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
     if cfg.ip_masq {
         let masq = firewall::masquerade(cfg.masq_backend);
         note(masq.del(&tag, &found.ips), "removing masquerade");
+        // An attachment the reference bridge added before the switch to ours (the reference
+        // has no vxlan).
+        if req.conf.plugin_type == "bridge" {
+            let leftover = Leftover::Masquerade;
+            note(
+                reference::remove(leftover, &req.conf.name, &req.container_id).map(drop),
+                "removing the reference plugin's masquerade chain",
+            );
+        }
     }
     if cfg.macspoofchk {
         let hint = found.port.as_deref().map(|p| (p, found.mac));

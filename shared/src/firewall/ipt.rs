@@ -7,6 +7,14 @@ use std::process::{Command, Stdio};
 
 use crate::error::{CniError, Result};
 
+/// Which iptables: the one over nf_tables (`iptables-nft`, the default of current
+/// distributions) or the legacy x_tables one (`iptables-legacy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Nft,
+    Legacy,
+}
+
 /// The tools of one address family.
 #[derive(Debug, Clone)]
 pub struct Ipt {
@@ -40,6 +48,29 @@ impl Ipt {
             cmd: find(cmd)?,
             restore: find(restore)?,
         })
+    }
+
+    /// The tools of one variant (`iptables-nft` and `iptables-nft-restore`, …), `None` when
+    /// not installed. An iptables older than the variants (1.6) is legacy: plain `iptables`
+    /// then stands for [`Variant::Legacy`] when no `iptables-nft` exists.
+    pub fn variant(v6: bool, variant: Variant) -> Option<Ipt> {
+        let base = if v6 { "ip6tables" } else { "iptables" };
+        let tools = |suffix: &str| {
+            Some(Ipt {
+                v6,
+                cmd: super::find_tool(&format!("{base}{suffix}"))?,
+                restore: super::find_tool(&format!("{base}{suffix}-restore"))?,
+            })
+        };
+        match variant {
+            Variant::Nft => tools("-nft"),
+            Variant::Legacy => tools("-legacy").or_else(|| {
+                super::find_tool(&format!("{base}-nft"))
+                    .is_none()
+                    .then(|| tools(""))
+                    .flatten()
+            }),
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -122,6 +153,20 @@ impl Ipt {
     pub fn error(&self, what: &str, stderr: &str) -> CniError {
         CniError::internal(format!("{}: {what}: {stderr}", self.name()))
     }
+}
+
+/// The restore input removing rules (`-S` lines, `-A …`) and chains of the `nat` table.
+pub fn del_input(rules: &[String], chains: &[String]) -> String {
+    let mut s = String::from("*nat\n");
+    for l in rules {
+        s.push_str(&l.replacen("-A ", "-D ", 1));
+        s.push('\n');
+    }
+    for c in chains {
+        s.push_str(&format!("-F {c}\n-X {c}\n"));
+    }
+    s.push_str("COMMIT\n");
+    s
 }
 
 /// The value of option `opt` in an `-S` line (`-s`, `-j`, `--comment`), quotes removed.

@@ -79,6 +79,7 @@ pub mod nftelem;
 pub mod nftexec;
 pub mod nftjson;
 pub mod nftset;
+pub mod reference;
 pub mod tag;
 
 use std::collections::HashSet;

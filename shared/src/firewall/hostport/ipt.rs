@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::ipt_rules::{
-    add_input, blocks, chain_name, del_input, mark_value, parse_rule, setmark_chain, Rule,
-    DNAT_CHAIN, MASQ_CHAIN, MASQ_JUMP_COMMENT, SETMARK_COMMENT,
+    add_input, blocks, chain_name, mark_value, parse_rule, setmark_chain, Rule, DNAT_CHAIN,
+    MASQ_CHAIN, MASQ_JUMP_COMMENT, SETMARK_COMMENT,
 };
 use super::{in_use, DelHint, Flush, Forward, HostPorts, Mark, Options, Published};
 use crate::error::{CniError, Result};
-use crate::firewall::ipt::Ipt;
+use crate::firewall::ipt::{del_input, Ipt};
 use crate::firewall::Tag;
 use crate::lock::FileLock;
 

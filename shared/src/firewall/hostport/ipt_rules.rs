@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use super::{Forward, Mapping, Mark, Options, Proto};
+#[cfg(test)]
+use crate::firewall::ipt::del_input;
 use crate::firewall::ipt::option_value;
 use crate::firewall::{subnet_of, Tag};
 
@@ -104,20 +106,6 @@ pub fn add_input(tag: &Tag, f: &Forward, opts: &Options, old: &[String]) -> Stri
             format!("-A {DNAT_CHAIN}")
         };
         s.push_str(&format!("{op} {base} {c}{conds} -j {chain}\n"));
-    }
-    s.push_str("COMMIT\n");
-    s
-}
-
-/// The restore input removing entries (`-S` lines) and chains.
-pub fn del_input(entries: &[String], chains: &[String]) -> String {
-    let mut s = String::from("*nat\n");
-    for l in entries {
-        s.push_str(&l.replacen("-A ", "-D ", 1));
-        s.push('\n');
-    }
-    for c in chains {
-        s.push_str(&format!("-F {c}\n-X {c}\n"));
     }
     s.push_str("COMMIT\n");
     s

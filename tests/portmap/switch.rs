@@ -1,0 +1,196 @@
+//! A node switched from the reference plugins to ours while its containers run: our DEL of an
+//! attachment the reference added removes the reference's iptables chains of that attachment
+//! (bridge's masquerade chain, portmap's DNAT chain) and the jumps to them, and nothing else.
+
+use std::io::Write;
+use std::path::Path;
+
+use cni_shared::firewall::reference::Leftover;
+use cni_shared::skel::Command;
+use cni_tests::testkit::{Cnitool, Sandbox, TempDir};
+use serde_json::json;
+
+use super::{sa, tcp_ok, Env, EXT_HOST4};
+
+/// Straight to stderr (the harness captures `eprintln!`), so that a skip is seen.
+fn skipped(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// The reference's rules for attachment `id` of network `pmnet` (as its 1.1.1 makes them for
+/// one TCP mapping 8080 → 80 of 10.80.19.<n>), in restore syntax.
+fn reference_rules(id: &str, n: u8) -> String {
+    let masq = Leftover::Masquerade.chain("pmnet", id);
+    let dnat = Leftover::HostPorts.chain("pmnet", id);
+    let comment = format!("\"name: \\\"pmnet\\\" id: \\\"{id}\\\"\"");
+    let dnat_comment = format!("\"dnat name: \\\"pmnet\\\" id: \\\"{id}\\\"\"");
+    format!(
+        ":{masq} - [0:0]\n:{dnat} - [0:0]\n\
+         -A POSTROUTING -s 10.80.19.{n}/32 -m comment --comment {comment} -j {masq}\n\
+         -A {masq} -d 10.80.19.0/24 -m comment --comment {comment} -j ACCEPT\n\
+         -A {masq} ! -d 224.0.0.0/4 -m comment --comment {comment} -j MASQUERADE\n\
+         -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment {dnat_comment} -m multiport \
+         --dports 8080 -j {dnat}\n\
+         -A {dnat} -s 10.80.19.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK\n\
+         -A {dnat} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.80.19.{n}:80\n"
+    )
+}
+
+/// Load the reference's layout for attachments "Gone-1" and "Stays-2" with `tool` (an
+/// iptables-restore); false when the tool cannot work here.
+fn load(host: &Sandbox, tool: &str) -> bool {
+    let input = format!(
+        "*nat\n:CNI-HOSTPORT-DNAT - [0:0]\n:CNI-HOSTPORT-SETMARK - [0:0]\n\
+         -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n{}{}COMMIT\n",
+        reference_rules("Gone-1", 5),
+        reference_rules("Stays-2", 6)
+    );
+    let mut c = host.command(tool);
+    c.arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let Ok(mut child) = c.spawn() else {
+        return false;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait().is_ok_and(|s| s.success())
+}
+
+fn nat(host: &Sandbox, save: &str) -> String {
+    String::from_utf8_lossy(&host.exec(save, &["-t", "nat"]).stdout).into_owned()
+}
+
+fn removes_only_the_deleted_attachments_chains(variant: &str) {
+    let test = format!("reference_chains_go_with_our_del_{variant}");
+    let (restore, save) = (
+        format!("iptables-{variant}-restore"),
+        format!("iptables-{variant}-save"),
+    );
+    let host = Sandbox::new(&format!("pm-sw-{variant}"));
+    if !load(&host, &restore) {
+        return skipped(&test, &format!("{restore} is missing or cannot work here"));
+    }
+    let before = nat(&host, &save);
+    let gone = [
+        Leftover::Masquerade.chain("pmnet", "Gone-1"),
+        Leftover::HostPorts.chain("pmnet", "Gone-1"),
+    ];
+    let stay = [
+        Leftover::Masquerade.chain("pmnet", "Stays-2"),
+        Leftover::HostPorts.chain("pmnet", "Stays-2"),
+    ];
+    for c in gone.iter().chain(&stay) {
+        assert!(before.contains(&format!("-j {c}")), "{c} in {before}");
+    }
+    let data = TempDir::new("pm-sw");
+    let bridge = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "bridge",
+        "bridge": "pm-br19", "ipMasq": true,
+        "ipam": {"type": "host-local", "dataDir": data.path(),
+                 "ranges": [[{"subnet": "10.80.19.0/24"}]]}});
+    let portmap = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+    // The container is gone already (no CNI_NETNS): DEL still finds the chains by name.
+    for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
+        cni_tests::testkit::Call::new(plugin, Command::Del, conf.clone())
+            .container("Gone-1", "eth0", None)
+            .run_in(&host)
+            .unwrap_or_else(|e| panic!("{plugin} DEL: {e}"));
+    }
+    let after = nat(&host, &save);
+    for c in &gone {
+        assert!(!after.contains(c.as_str()), "{c} left: {after}");
+    }
+    for c in &stay {
+        assert!(after.contains(&format!("-j {c}")), "{c} removed: {after}");
+    }
+    assert!(after.contains("-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"));
+    // A second DEL finds nothing and succeeds.
+    cni_tests::testkit::Call::new("portmap", Command::Del, portmap)
+        .container("Gone-1", "eth0", None)
+        .run_in(&host)
+        .unwrap();
+    assert_eq!(nat(&host, &save), after);
+}
+
+#[test]
+fn reference_chains_go_with_our_del_nft() {
+    removes_only_the_deleted_attachments_chains("nft");
+}
+
+#[test]
+fn reference_chains_go_with_our_del_legacy() {
+    removes_only_the_deleted_attachments_chains("legacy");
+}
+
+/// With the reference plugins installed (Debian's containernetworking-plugins): a container
+/// added by them, deleted by ours; then a container of ours publishes the same host port and
+/// gets its traffic.
+#[test]
+fn switch_from_the_reference_with_a_container_running() {
+    let test = "switch_from_the_reference_with_a_container_running";
+    let reference = Path::new("/usr/lib/cni");
+    if !reference.join("portmap").is_file() || !reference.join("bridge").is_file() {
+        return skipped(
+            test,
+            "the reference plugins are not in /usr/lib/cni (apt-get install \
+             containernetworking-plugins; scripts/test.sh tries)",
+        );
+    }
+    let env = Env::new("pm-sw-ref", "nftables", 20);
+    let netconf = TempDir::new("pm-sw-conf");
+    let cache = TempDir::new("pm-sw-cache");
+    let mut bridge = env.bridge.clone();
+    for k in ["cniVersion", "name"] {
+        bridge.as_object_mut().unwrap().remove(k);
+    }
+    // CNI 1.0.0: the newest the reference 1.1.1 speaks. IPv4 only: its portmap needs ip6tables
+    // rules we do not look at here.
+    bridge["ipam"]["ranges"] = json!([[{"subnet": "10.80.20.0/24"}]]);
+    bridge["ipMasq"] = json!(true);
+    let list = json!({"cniVersion": "1.0.0", "name": "pmnet", "plugins": [bridge,
+        {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}]});
+    std::fs::write(netconf.path().join("pmnet.conflist"), list.to_string()).unwrap();
+    let caps = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
+    let theirs = Cnitool::new(&env.host, netconf.path(), cache.path())
+        .cni_path(reference.display().to_string());
+    let ours = Cnitool::new(&env.host, netconf.path(), cache.path());
+    let (old, new) = (Sandbox::new("pm-sw-old"), Sandbox::new("pm-sw-new"));
+    let netns = |s: &Sandbox| s.path().display().to_string();
+    let env_of = |id: &'static str| {
+        [
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CAP_ARGS", caps),
+        ]
+    };
+    theirs
+        .run(&["add", "pmnet", &netns(&old)], &env_of("Old-1"))
+        .ok();
+    let chains = [
+        Leftover::Masquerade.chain("pmnet", "Old-1"),
+        Leftover::HostPorts.chain("pmnet", "Old-1"),
+    ];
+    let before = nat(&env.host, "iptables-save");
+    for c in &chains {
+        assert!(before.contains(&format!("-j {c}")), "{c} in {before}");
+    }
+    ours.run(&["del", "pmnet", &netns(&old)], &env_of("Old-1"))
+        .ok();
+    let after = nat(&env.host, "iptables-save");
+    for c in &chains {
+        assert!(!after.contains(c.as_str()), "{c} left: {after}");
+    }
+    // The replacement publishes the same port and gets the traffic.
+    let r = ours
+        .run(&["add", "pmnet", &netns(&new)], &env_of("New-2"))
+        .ok()
+        .json();
+    let ip = r["ips"][0]["address"].as_str().unwrap().split('/').next();
+    let listen = sa(ip.unwrap(), 80);
+    assert!(tcp_ok(&new, listen, &env.ext, sa(EXT_HOST4, 8080)));
+    ours.run(&["del", "pmnet", &netns(&new)], &env_of("New-2"))
+        .ok();
+}
