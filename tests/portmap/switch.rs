@@ -17,13 +17,13 @@ fn skipped(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
-/// The reference's rules for attachment `id` of network `pmnet` (as its 1.1.1 makes them for
+/// The reference's rules for attachment `id` of network `net` (as its 1.1.1 makes them for
 /// one TCP mapping 8080 → 80 of 10.80.19.<n>), in restore syntax.
-fn reference_rules(id: &str, n: u8) -> String {
-    let masq = Leftover::Masquerade.chain("pmnet", id);
-    let dnat = Leftover::HostPorts.chain("pmnet", id);
-    let comment = format!("\"name: \\\"pmnet\\\" id: \\\"{id}\\\"\"");
-    let dnat_comment = format!("\"dnat name: \\\"pmnet\\\" id: \\\"{id}\\\"\"");
+fn reference_rules(net: &str, id: &str, n: u8) -> String {
+    let masq = Leftover::Masquerade.chain(net, id);
+    let dnat = Leftover::HostPorts.chain(net, id);
+    let comment = format!("\"name: \\\"{net}\\\" id: \\\"{id}\\\"\"");
+    let dnat_comment = format!("\"dnat name: \\\"{net}\\\" id: \\\"{id}\\\"\"");
     format!(
         ":{masq} - [0:0]\n:{dnat} - [0:0]\n\
          -A POSTROUTING -s 10.80.19.{n}/32 -m comment --comment {comment} -j {masq}\n\
@@ -36,14 +36,15 @@ fn reference_rules(id: &str, n: u8) -> String {
     )
 }
 
-/// Load the reference's layout for attachments "Gone-1" and "Stays-2" with `tool` (an
-/// iptables-restore); false when the tool cannot work here.
+/// Load the reference's layout for attachments "Gone-1" and "Stays-2" of `pmnet` and "Gone-1"
+/// of `othernet` with `tool` (an iptables-restore); false when the tool cannot work here.
 fn load(host: &Sandbox, tool: &str) -> bool {
     let input = format!(
         "*nat\n:CNI-HOSTPORT-DNAT - [0:0]\n:CNI-HOSTPORT-SETMARK - [0:0]\n\
-         -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n{}{}COMMIT\n",
-        reference_rules("Gone-1", 5),
-        reference_rules("Stays-2", 6)
+         -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n{}{}{}COMMIT\n",
+        reference_rules("pmnet", "Gone-1", 5),
+        reference_rules("pmnet", "Stays-2", 6),
+        reference_rules("othernet", "Gone-1", 7)
     );
     let mut c = host.command(tool);
     c.arg("--noflush")
@@ -62,8 +63,8 @@ fn nat(host: &Sandbox, save: &str) -> String {
     String::from_utf8_lossy(&host.exec(save, &["-t", "nat"]).stdout).into_owned()
 }
 
-fn removes_only_the_deleted_attachments_chains(variant: &str) {
-    let test = format!("reference_chains_go_with_our_del_{variant}");
+fn removes_only_the_deleted_attachments_chains(variant: &str, verb: Command) {
+    let test = format!("reference_chains_go_with_our_{verb:?}_{variant}");
     let (restore, save) = (
         format!("iptables-{variant}-restore"),
         format!("iptables-{variant}-save"),
@@ -80,24 +81,33 @@ fn removes_only_the_deleted_attachments_chains(variant: &str) {
     let stay = [
         Leftover::Masquerade.chain("pmnet", "Stays-2"),
         Leftover::HostPorts.chain("pmnet", "Stays-2"),
+        Leftover::Masquerade.chain("othernet", "Gone-1"),
+        Leftover::HostPorts.chain("othernet", "Gone-1"),
     ];
     for c in gone.iter().chain(&stay) {
         assert!(before.contains(&format!("-j {c}")), "{c} in {before}");
     }
     let data = TempDir::new("pm-sw");
-    let bridge = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "bridge",
+    let mut bridge = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "bridge",
         "bridge": "pm-br19", "ipMasq": true,
         "ipam": {"type": "host-local", "dataDir": data.path(),
                  "ranges": [[{"subnet": "10.80.19.0/24"}]]}});
-    let portmap = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
+    let mut portmap = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
         "runtimeConfig": {"portMappings": [
             {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
-    // The container is gone already (no CNI_NETNS): DEL still finds the chains by name.
+    if verb == Command::Gc {
+        let valid = json!([{"containerID": "Stays-2", "ifname": "eth0"}]);
+        bridge["cni.dev/valid-attachments"] = valid.clone();
+        portmap["cni.dev/valid-attachments"] = valid;
+    }
+    // DEL: the container is gone already (no CNI_NETNS), the chains are found by name. GC:
+    // by the comments of the jumps to them.
     for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
-        cni_tests::testkit::Call::new(plugin, Command::Del, conf.clone())
-            .container("Gone-1", "eth0", None)
+        let id = if verb == Command::Gc { "" } else { "Gone-1" };
+        cni_tests::testkit::Call::new(plugin, verb, conf.clone())
+            .container(id, "eth0", None)
             .run_in(&host)
-            .unwrap_or_else(|e| panic!("{plugin} DEL: {e}"));
+            .unwrap_or_else(|e| panic!("{plugin} {verb:?}: {e}"));
     }
     let after = nat(&host, &save);
     for c in &gone {
@@ -107,9 +117,10 @@ fn removes_only_the_deleted_attachments_chains(variant: &str) {
         assert!(after.contains(&format!("-j {c}")), "{c} removed: {after}");
     }
     assert!(after.contains("-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"));
-    // A second DEL finds nothing and succeeds.
-    cni_tests::testkit::Call::new("portmap", Command::Del, portmap)
-        .container("Gone-1", "eth0", None)
+    // Again: nothing found, success.
+    let id = if verb == Command::Gc { "" } else { "Gone-1" };
+    cni_tests::testkit::Call::new("portmap", verb, portmap)
+        .container(id, "eth0", None)
         .run_in(&host)
         .unwrap();
     assert_eq!(nat(&host, &save), after);
@@ -117,12 +128,22 @@ fn removes_only_the_deleted_attachments_chains(variant: &str) {
 
 #[test]
 fn reference_chains_go_with_our_del_nft() {
-    removes_only_the_deleted_attachments_chains("nft");
+    removes_only_the_deleted_attachments_chains("nft", Command::Del);
 }
 
 #[test]
 fn reference_chains_go_with_our_del_legacy() {
-    removes_only_the_deleted_attachments_chains("legacy");
+    removes_only_the_deleted_attachments_chains("legacy", Command::Del);
+}
+
+#[test]
+fn reference_chains_of_gone_containers_go_with_our_gc_nft() {
+    removes_only_the_deleted_attachments_chains("nft", Command::Gc);
+}
+
+#[test]
+fn reference_chains_of_gone_containers_go_with_our_gc_legacy() {
+    removes_only_the_deleted_attachments_chains("legacy", Command::Gc);
 }
 
 /// With the reference plugins installed (Debian's containernetworking-plugins): a container

@@ -150,7 +150,12 @@ impl Plugin for PortMap {
         let cfg = config::load(req)?;
         let network = &req.conf.name;
         let keep = Tag::valid_set(req)?;
-        driver(&cfg).gc(network, &keep, &mut flush_conntrack)?;
+        let ours = driver(&cfg).gc(network, &keep, &mut flush_conntrack);
+        let valid = req.gc_valid_attachments()?;
+        let ids = valid.iter().map(|a| a.container_id.as_str()).collect();
+        let theirs = reference::gc(Leftover::HostPorts, network, &ids);
+        ours?;
+        theirs?;
         Ok(())
     }
 }

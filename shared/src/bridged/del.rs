@@ -162,6 +162,13 @@ pub fn gc(req: &Request, cfg: &AttachConfig) -> Result<()> {
         if let Err(e) = firewall::masquerade(cfg.masq_backend).gc(network, &keep) {
             first.get_or_insert(e);
         }
+        if req.conf.plugin_type == "bridge" {
+            let valid = req.gc_valid_attachments()?;
+            let ids = valid.iter().map(|a| a.container_id.as_str()).collect();
+            if let Err(e) = reference::gc(Leftover::Masquerade, network, &ids) {
+                first.get_or_insert(e);
+            }
+        }
     }
     if cfg.macspoofchk {
         if let Err(e) = macspoof::gc(network, &keep) {

@@ -12,6 +12,14 @@
 //! delete the jumps to the chain and then the chain. The legacy iptables (x_tables) has no such
 //! lookup: it is asked (`iptables-legacy -S`) only when it has a `nat` table in the namespace
 //! (`/proc/net/ip_tables_names`), so hosts that do not use it pay nothing.
+//!
+//! GC removes the reference's chains of this network whose container is not among the valid
+//! attachments, found by the comment of the jumps to them (`name: "<network>" id: "<id>"`,
+//! `dnat name: …` for portmap) and checked against the name the reference would give them:
+//! also what the reference itself leaked (its portmap DEL without `runtimeConfig` removes
+//! nothing; its bridge has no GC).
+
+use std::collections::{BTreeMap, HashSet};
 
 use sha2::{Digest, Sha512};
 
@@ -20,7 +28,9 @@ use super::nftset::SUBSYS_NFTABLES;
 use crate::error::Result;
 use crate::nfnl::{Attrs, Nfnl, NLM_F_ACK, NLM_F_REQUEST};
 
+const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETCHAIN: u16 = 4;
+const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFPROTO_IPV4: u8 = 2;
@@ -59,24 +69,49 @@ impl Leftover {
             Leftover::HostPorts => "CNI-HOSTPORT-DNAT",
         }
     }
+
+    /// The container ID of a jump of the reference's (an `-S` line of the parent chain) to an
+    /// attachment chain of network `network`, with that chain: `None` for any other rule.
+    fn jump_of(self, line: &str, network: &str) -> Option<(String, String)> {
+        let comment = option_value(line, "--comment")?;
+        let lead = match self {
+            Leftover::Masquerade => "",
+            Leftover::HostPorts => "dnat ",
+        };
+        let id = comment
+            .strip_prefix(&format!("{lead}name: \"{network}\" id: \""))?
+            .strip_suffix('"')?;
+        let chain = self.chain(network, id);
+        (option_value(line, "-j")? == chain).then(|| (id.to_string(), chain))
+    }
 }
 
-/// Whether the chain may exist in `variant`'s tables of the current namespace: for nf_tables
-/// the kernel says (any error counts as no), for the legacy tables whether they have `nat`.
-fn may_exist(nl: Option<&mut Nfnl>, variant: Variant, v6: bool, chain: &str) -> bool {
+/// Whether `chain` (or, without one, the `nat` table) may exist in `variant`'s tables of the
+/// current namespace: for nf_tables the kernel says (any error counts as no), for the legacy
+/// tables whether they have `nat`.
+fn may_exist(nl: Option<&mut Nfnl>, variant: Variant, v6: bool, chain: Option<&str>) -> bool {
     match variant {
         Variant::Nft => {
             let Some(nl) = nl else { return false };
             let mut a = Attrs::new();
-            a.put_str(NFTA_CHAIN_TABLE, "nat")
-                .put_str(NFTA_CHAIN_NAME, chain);
+            let msg = match chain {
+                Some(c) => {
+                    a.put_str(NFTA_CHAIN_TABLE, "nat")
+                        .put_str(NFTA_CHAIN_NAME, c);
+                    NFT_MSG_GETCHAIN
+                }
+                None => {
+                    a.put_str(NFTA_TABLE_NAME, "nat");
+                    NFT_MSG_GETTABLE
+                }
+            };
             let family = if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 };
-            let msg = (SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN;
+            let msg = (SUBSYS_NFTABLES << 8) | msg;
             match nl.request(msg, NLM_F_REQUEST | NLM_F_ACK, family, &a.0) {
                 Ok(_) => true,
                 Err(e) => {
                     if !e.is_missing() {
-                        tracing::debug!("looking up nf_tables chain {chain}: {}", e.what);
+                        tracing::debug!("looking up nf_tables nat {chain:?}: {}", e.what);
                     }
                     false
                 }
@@ -93,25 +128,57 @@ fn may_exist(nl: Option<&mut Nfnl>, variant: Variant, v6: bool, chain: &str) -> 
     }
 }
 
-/// Remove the reference's chain of kind `what` for the attachment (`network`, `container_id`),
-/// with the jumps to it, in both families and both iptables variants. What was removed, as
-/// "<tool> <chain>" (empty: nothing of the reference's was there).
+/// The netfilter socket of the nf_tables lookups; `None` (no lookups) when it cannot be had.
+fn socket() -> Option<Nfnl> {
+    Nfnl::open()
+        .map_err(|e| tracing::debug!("no netfilter socket: {}", e.what))
+        .ok()
+}
+
+/// The tools of `variant`, or a warning that what may be the reference's stays.
+fn tools(v6: bool, variant: Variant, what: &str) -> Option<Ipt> {
+    let ipt = Ipt::variant(v6, variant);
+    if ipt.is_none() {
+        tracing::warn!(
+            "{what} may hold chains of the reference plugin ({variant:?} iptables) but its \
+             iptables tools are not installed: left in place"
+        );
+    }
+    ipt
+}
+
+/// Delete `jumps` (`-S` lines) and `chain` in one transaction.
+fn delete(ipt: &Ipt, jumps: &[String], chain: &str, variant: Variant) -> Result<String> {
+    ipt.restore(&del_input(jumps, &[chain.to_string()]))
+        .map_err(|e| {
+            ipt.error(
+                &format!("removing the reference plugin's chain {chain}"),
+                &e,
+            )
+        })?;
+    tracing::info!(
+        chain,
+        jumps = jumps.len(),
+        ?variant,
+        v6 = ipt.v6,
+        "removed a chain of the reference plugin"
+    );
+    Ok(format!("{variant:?} {chain}"))
+}
+
+/// DEL: remove the reference's chain of kind `what` for the attachment (`network`,
+/// `container_id`), with the jumps to it, in both families and both iptables variants. What
+/// was removed, as "<variant> <chain>" (empty: nothing of the reference's was there).
 pub fn remove(what: Leftover, network: &str, container_id: &str) -> Result<Vec<String>> {
     let chain = what.chain(network, container_id);
-    let mut nl = Nfnl::open()
-        .map_err(|e| tracing::debug!("no netfilter socket: {}", e.what))
-        .ok();
+    let mut nl = socket();
     let mut removed = Vec::new();
     for v6 in [false, true] {
         for variant in [Variant::Nft, Variant::Legacy] {
-            if !may_exist(nl.as_mut(), variant, v6, &chain) {
+            if !may_exist(nl.as_mut(), variant, v6, Some(&chain)) {
                 continue;
             }
-            let Some(ipt) = Ipt::variant(v6, variant) else {
-                tracing::warn!(
-                    "the reference plugin's chain {chain} may exist ({variant:?} iptables) but \
-                     its iptables tools are not installed: left in place"
-                );
+            let Some(ipt) = tools(v6, variant, &chain) else {
                 continue;
             };
             if ipt.list_chain("nat", &chain)?.is_none() {
@@ -123,21 +190,36 @@ pub fn remove(what: Leftover, network: &str, container_id: &str) -> Result<Vec<S
                 .into_iter()
                 .filter(|l| option_value(l, "-j").as_deref() == Some(chain.as_str()))
                 .collect();
-            ipt.restore(&del_input(&jumps, std::slice::from_ref(&chain)))
-                .map_err(|e| {
-                    ipt.error(
-                        &format!("removing the reference plugin's chain {chain}"),
-                        &e,
-                    )
-                })?;
-            tracing::info!(
-                chain,
-                jumps = jumps.len(),
-                ?variant,
-                v6,
-                "removed the reference plugin's chain of this attachment"
-            );
-            removed.push(format!("{variant:?} {chain}"));
+            removed.push(delete(&ipt, &jumps, &chain, variant)?);
+        }
+    }
+    Ok(removed)
+}
+
+/// GC: remove the reference's chains of kind `what` of network `network` whose container ID
+/// is not in `keep`, with the jumps to them. What was removed, as for [`remove`].
+pub fn gc(what: Leftover, network: &str, keep: &HashSet<&str>) -> Result<Vec<String>> {
+    let mut nl = socket();
+    let mut removed = Vec::new();
+    for v6 in [false, true] {
+        for variant in [Variant::Nft, Variant::Legacy] {
+            if !may_exist(nl.as_mut(), variant, v6, None) {
+                continue;
+            }
+            let Some(ipt) = tools(v6, variant, "the nat table") else {
+                continue;
+            };
+            let mut stale: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for line in ipt.list_chain("nat", what.parent())?.unwrap_or_default() {
+                if let Some((id, chain)) = what.jump_of(&line, network) {
+                    if !keep.contains(id.as_str()) {
+                        stale.entry(chain).or_default().push(line);
+                    }
+                }
+            }
+            for (chain, jumps) in stale {
+                removed.push(delete(&ipt, &jumps, &chain, variant)?);
+            }
         }
     }
     Ok(removed)
@@ -161,5 +243,27 @@ mod tests {
         );
         assert_eq!(Leftover::HostPorts.parent(), "CNI-HOSTPORT-DNAT");
         assert_eq!(Leftover::Masquerade.parent(), "POSTROUTING");
+    }
+
+    #[test]
+    fn jumps_are_recognised_by_comment_and_chain_name() {
+        let masq = r#"-A POSTROUTING -s 10.231.0.2/32 -m comment --comment "name: \"refnet\" id: \"Ctr-1\"" -j CNI-fff9cd26a431f51248afa6e5"#;
+        let dnat = r#"-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"refnet\" id: \"Ctr-1\"" -m multiport --dports 8080 -j CNI-DN-fff9cd26a431f51248afa"#;
+        let want = |c: &str| Some(("Ctr-1".to_string(), c.to_string()));
+        assert_eq!(
+            Leftover::Masquerade.jump_of(masq, "refnet"),
+            want("CNI-fff9cd26a431f51248afa6e5")
+        );
+        assert_eq!(
+            Leftover::HostPorts.jump_of(dnat, "refnet"),
+            want("CNI-DN-fff9cd26a431f51248afa")
+        );
+        // Another network, the other kind, a jump elsewhere, our own rules: not theirs.
+        assert_eq!(Leftover::Masquerade.jump_of(masq, "other"), None);
+        assert_eq!(Leftover::HostPorts.jump_of(masq, "refnet"), None);
+        let elsewhere = masq.replace("-j CNI-fff9", "-j CNI-aaa9");
+        assert_eq!(Leftover::Masquerade.jump_of(&elsewhere, "refnet"), None);
+        let ours = r#"-A POSTROUTING -m comment --comment "cni:refnet/Ctr-1/eth0" -j CNI-MASQ"#;
+        assert_eq!(Leftover::Masquerade.jump_of(ours, "refnet"), None);
     }
 }
