@@ -11,7 +11,7 @@
 //! one netlink request per family, no process. Only when it does is `iptables-nft` run, to
 //! delete the jumps to the chain and then the chain. The legacy iptables (x_tables) has no such
 //! lookup: it is asked (`iptables-legacy -S`) only when it has a `nat` table in the namespace
-//! (`/proc/net/ip_tables_names`), so hosts that do not use it pay nothing.
+//! (`/proc/thread-self/net/ip_tables_names`), so hosts that do not use it pay nothing.
 //!
 //! GC removes the reference's chains of this network whose container is not among the valid
 //! attachments, found by the comment of the jumps to them (`name: "<network>" id: "<id>"`,
@@ -119,9 +119,9 @@ fn may_exist(nl: Option<&mut Nfnl>, variant: Variant, v6: bool, chain: Option<&s
         }
         Variant::Legacy => {
             let names = if v6 {
-                "/proc/net/ip6_tables_names"
+                "/proc/thread-self/net/ip6_tables_names"
             } else {
-                "/proc/net/ip_tables_names"
+                "/proc/thread-self/net/ip_tables_names"
             };
             std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|l| l == "nat"))
         }
