@@ -51,8 +51,9 @@ impl Ipt {
     }
 
     /// The tools of one variant (`iptables-nft` and `iptables-nft-restore`, …), `None` when
-    /// not installed. An iptables older than the variants (1.6) is legacy: plain `iptables`
-    /// then stands for [`Variant::Legacy`] when no `iptables-nft` exists.
+    /// not installed. Without the suffixed names, plain `iptables` stands for the variant its
+    /// `-V` names (`(nf_tables)`), or for legacy when no `iptables-nft` exists (an iptables
+    /// older than the variants, 1.6, is legacy).
     pub fn variant(v6: bool, variant: Variant) -> Option<Ipt> {
         let base = if v6 { "ip6tables" } else { "iptables" };
         let tools = |suffix: &str| {
@@ -62,13 +63,27 @@ impl Ipt {
                 restore: super::find_tool(&format!("{base}{suffix}-restore"))?,
             })
         };
+        let plain_is_nft = || {
+            let plain = tools("")?;
+            let out = Command::new(&plain.cmd).arg("-V").output().ok()?;
+            Some((
+                plain,
+                String::from_utf8_lossy(&out.stdout).contains("nf_tables"),
+            ))
+        };
         match variant {
-            Variant::Nft => tools("-nft"),
+            Variant::Nft => tools("-nft").or_else(|| match plain_is_nft() {
+                Some((plain, true)) => Some(plain),
+                _ => None,
+            }),
             Variant::Legacy => tools("-legacy").or_else(|| {
-                super::find_tool(&format!("{base}-nft"))
-                    .is_none()
-                    .then(|| tools(""))
-                    .flatten()
+                if super::find_tool(&format!("{base}-nft")).is_some() {
+                    return None;
+                }
+                match plain_is_nft() {
+                    Some((plain, false)) => Some(plain),
+                    _ => None,
+                }
             }),
         }
     }
