@@ -55,12 +55,21 @@ impl Ipt {
     /// `-V` names (`(nf_tables)`), or for legacy when no `iptables-nft` exists (an iptables
     /// older than the variants, 1.6, is legacy).
     pub fn variant(v6: bool, variant: Variant) -> Option<Ipt> {
+        Ipt::variant_with(v6, variant, &super::find_tool)
+    }
+
+    /// [`Ipt::variant`] with the tools looked up by `find`.
+    fn variant_with(
+        v6: bool,
+        variant: Variant,
+        find: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> Option<Ipt> {
         let base = if v6 { "ip6tables" } else { "iptables" };
         let tools = |suffix: &str| {
             Some(Ipt {
                 v6,
-                cmd: super::find_tool(&format!("{base}{suffix}"))?,
-                restore: super::find_tool(&format!("{base}{suffix}-restore"))?,
+                cmd: find(&format!("{base}{suffix}"))?,
+                restore: find(&format!("{base}{suffix}-restore"))?,
             })
         };
         let plain_is_nft = || {
@@ -77,7 +86,7 @@ impl Ipt {
                 _ => None,
             }),
             Variant::Legacy => tools("-legacy").or_else(|| {
-                if super::find_tool(&format!("{base}-nft")).is_some() {
+                if find(&format!("{base}-nft")).is_some() {
                     return None;
                 }
                 match plain_is_nft() {
@@ -248,5 +257,79 @@ mod tests {
             option_value(spaced, "--comment").as_deref(),
             Some("cni masquerade")
         );
+    }
+
+    /// A directory of fake tools; `iptables -V` prints `version`.
+    fn tools_dir(names: &[&str], version: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "cni-ipt-variant-{}-{}",
+            std::process::id(),
+            fnv(version, names)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in names {
+            let p = dir.join(n);
+            std::fs::write(&p, format!("#!/bin/sh\necho '{version}'\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dir
+    }
+
+    fn fnv(version: &str, names: &[&str]) -> u64 {
+        crate::firewall::tag::fnv1a(format!("{version}{names:?}").as_bytes())
+    }
+
+    fn keep(dirs: &mut Vec<std::path::PathBuf>, d: std::path::PathBuf) -> std::path::PathBuf {
+        dirs.push(d.clone());
+        d
+    }
+
+    fn pick(dir: &std::path::Path, variant: Variant) -> Option<String> {
+        let find = |n: &str| Some(dir.join(n)).filter(|p| p.is_file());
+        Ipt::variant_with(false, variant, &find)
+            .map(|i| i.cmd.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn variants_are_the_suffixed_tools_else_what_plain_iptables_is() {
+        let all = [
+            "iptables",
+            "iptables-restore",
+            "iptables-nft",
+            "iptables-nft-restore",
+            "iptables-legacy",
+            "iptables-legacy-restore",
+        ];
+        let mut dirs = Vec::new();
+        let d = keep(&mut dirs, tools_dir(&all, "iptables v1.8.9 (nf_tables)"));
+        assert_eq!(pick(&d, Variant::Nft).as_deref(), Some("iptables-nft"));
+        assert_eq!(
+            pick(&d, Variant::Legacy).as_deref(),
+            Some("iptables-legacy")
+        );
+        // Only plain tools: they stand for the variant `-V` names.
+        let d = keep(
+            &mut dirs,
+            tools_dir(&all[..2], "iptables v1.8.9 (nf_tables)"),
+        );
+        assert_eq!(pick(&d, Variant::Nft).as_deref(), Some("iptables"));
+        assert_eq!(pick(&d, Variant::Legacy), None);
+        let d = keep(&mut dirs, tools_dir(&all[..2], "iptables v1.6.1"));
+        assert_eq!(pick(&d, Variant::Nft), None);
+        assert_eq!(pick(&d, Variant::Legacy).as_deref(), Some("iptables"));
+        // Plain legacy next to iptables-nft: plain is not taken for legacy.
+        let d = keep(&mut dirs, tools_dir(&all[..4], "iptables v1.8.9 (legacy)"));
+        assert_eq!(pick(&d, Variant::Legacy), None);
+        // A tool without its restore counterpart is not enough.
+        let d = keep(
+            &mut dirs,
+            tools_dir(&["iptables-nft"], "iptables v1.8.9 (nf_tables)"),
+        );
+        assert_eq!(pick(&d, Variant::Nft), None);
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
