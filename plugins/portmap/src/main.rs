@@ -151,9 +151,7 @@ impl Plugin for PortMap {
         let network = &req.conf.name;
         let keep = Tag::valid_set(req)?;
         let ours = driver(&cfg).gc(network, &keep, &mut flush_conntrack);
-        let valid = req.gc_valid_attachments()?;
-        let ids = valid.iter().map(|a| a.container_id.as_str()).collect();
-        let theirs = reference::gc(Leftover::HostPorts, network, &ids);
+        let theirs = reference::gc(Leftover::HostPorts, req);
         ours?;
         theirs?;
         Ok(())

@@ -163,9 +163,7 @@ pub fn gc(req: &Request, cfg: &AttachConfig) -> Result<()> {
             first.get_or_insert(e);
         }
         if req.conf.plugin_type == "bridge" {
-            let valid = req.gc_valid_attachments()?;
-            let ids = valid.iter().map(|a| a.container_id.as_str()).collect();
-            if let Err(e) = reference::gc(Leftover::Masquerade, network, &ids) {
+            if let Err(e) = reference::gc(Leftover::Masquerade, req) {
                 first.get_or_insert(e);
             }
         }

@@ -27,6 +27,7 @@ use super::ipt::{del_input, option_value, Ipt, Variant};
 use super::nftset::SUBSYS_NFTABLES;
 use crate::error::Result;
 use crate::nfnl::{Attrs, Nfnl, NLM_F_ACK, NLM_F_REQUEST};
+use crate::skel::Request;
 
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETCHAIN: u16 = 4;
@@ -181,7 +182,8 @@ pub fn remove(what: Leftover, network: &str, container_id: &str) -> Result<Vec<S
             let Some(ipt) = tools(v6, variant, &chain) else {
                 continue;
             };
-            if ipt.list_chain("nat", &chain)?.is_none() {
+            // nf_tables said the chain exists; the legacy tables only that `nat` does.
+            if variant == Variant::Legacy && ipt.list_chain("nat", &chain)?.is_none() {
                 continue;
             }
             let jumps: Vec<String> = ipt
@@ -196,9 +198,13 @@ pub fn remove(what: Leftover, network: &str, container_id: &str) -> Result<Vec<S
     Ok(removed)
 }
 
-/// GC: remove the reference's chains of kind `what` of network `network` whose container ID
-/// is not in `keep`, with the jumps to them. What was removed, as for [`remove`].
-pub fn gc(what: Leftover, network: &str, keep: &HashSet<&str>) -> Result<Vec<String>> {
+/// GC: remove the reference's chains of kind `what` of the request's network whose container
+/// is not among its valid attachments, with the jumps to them. What was removed, as for
+/// [`remove`].
+pub fn gc(what: Leftover, req: &Request) -> Result<Vec<String>> {
+    let network = req.conf.name.as_str();
+    let valid = req.gc_valid_attachments()?;
+    let keep: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
     let mut nl = socket();
     let mut removed = Vec::new();
     for v6 in [false, true] {
