@@ -100,6 +100,17 @@ fn conntrack_with(backend: &'static str, n: u8) {
             dnat.contains("counter packets") && !dnat.contains("counter packets 0 "),
             "{dnat}"
         );
+        // A re-ADD of the same mapping keeps the element and its count, so that the DEL below
+        // still flushes the flow.
+        let again = env.pm_conf(Some(maps.clone()), Some(&r1), json!({}));
+        env.call("portmap", Command::Add, &again, "c1", Some(c1.path()))
+            .unwrap();
+        let dnat = dnat4(&env);
+        assert!(
+            dnat.contains("counter packets") && !dnat.contains("counter packets 0 "),
+            "a re-ADD kept the count: {dnat}"
+        );
+        assert_eq!(who(&client, dst).as_deref(), Some("c1"));
     }
 
     env.detach("c1", Some(&c1), maps.clone(), &r1);

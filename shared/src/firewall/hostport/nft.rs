@@ -102,15 +102,33 @@ impl NftHostPorts {
         // This rare path may list our maps: a re-ADD must not leave an earlier ADD's mappings.
         let mine = claims_where(nl, |c| c == tag.as_str())?;
         let mut hairpins = hairpins_where(nl, |c| c == tag.as_str())?;
-        let mut pre: Vec<Op> = mine.iter().flat_map(Found::delete_ops).collect();
+        // A mapping published again as it was keeps its elements: its DNAT element's counter
+        // tells DEL whether connections went through it (a new element would say none).
+        let unchanged = |x: &Found| {
+            fwds.iter().any(|f| {
+                let gid = group_id(self.opts.conditions(f.v6()));
+                f.mappings.iter().any(|m| {
+                    x.claim == Claim::of(f.v6(), m)
+                        && x.gid == gid
+                        && x.target == Some((f.container.ip(), m.container_port))
+                })
+            })
+        };
+        let kept: Vec<&Found> = mine.iter().filter(|x| unchanged(x)).collect();
+        let mut pre: Vec<Op> = mine
+            .iter()
+            .filter(|x| !unchanged(x))
+            .flat_map(Found::delete_ops)
+            .collect();
         for f in fwds {
             let gid = group_id(self.opts.conditions(f.v6()));
             for m in &f.mappings {
                 let c = Claim::of(f.v6(), m);
-                let deleted = mine
+                // A listed claim's DNAT element is deleted above with it, or kept.
+                let listed = mine
                     .iter()
                     .any(|x| x.claim == c && x.gid == gid && x.target.is_some());
-                if !deleted && get(nl, &c.dnat_map(gid), &c.key_bytes())?.is_some() {
+                if !listed && get(nl, &c.dnat_map(gid), &c.key_bytes())?.is_some() {
                     pre.push(c.delete_dnat(gid));
                 }
             }
@@ -123,8 +141,18 @@ impl NftHostPorts {
             }
         }
         pre.extend(hairpins.iter().map(delete_hairpin));
-        tracing::info!("replacing earlier host port entries");
-        pre.extend(create_ops(tag, fwds, &self.opts));
+        tracing::info!(kept = kept.len(), "replacing earlier host port entries");
+        let is_kept = |op: &Op| {
+            kept.iter().any(|x| {
+                op.key == x.claim.key_bytes()
+                    && (op.set == x.claim.claims_map() || op.set == x.claim.dnat_map(x.gid))
+            })
+        };
+        pre.extend(
+            create_ops(tag, fwds, &self.opts)
+                .into_iter()
+                .filter(|op| !is_kept(op)),
+        );
         match commit(nl, &pre) {
             Ok(()) => Ok(()),
             Err(e) if e.is_exists() => Err(CniError::try_again(

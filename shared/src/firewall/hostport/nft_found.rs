@@ -43,8 +43,9 @@ pub(super) struct Found {
     pub target: Option<(IpAddr, u16)>,
     /// Whether connections may have been NATed through it: its DNAT element's counter is not
     /// zero, or it has none (a map made by an earlier version), or the element is gone. (A
-    /// re-ADD of the attachment replaces the element, and its count starts again at zero: the
-    /// connections of the earlier element are then left to expire.)
+    /// re-ADD that publishes the mapping as it was keeps the element and its count; one that
+    /// changes the target replaces it, and the connections to the earlier target are then
+    /// left to expire.)
     pub used: bool,
 }
 
