@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
-use super::ipt::{option_value, Ipt};
+use super::ipt::{del_input, option_value, Ipt};
 use super::tag::Tag;
 use super::{subnet_of, Masquerade};
 use crate::error::{CniError, Result};
@@ -58,20 +58,6 @@ pub fn add_input(tag: &Tag, addrs: &[IpNetwork], old_sources: &[String]) -> Stri
             subnet_of(a)
         ));
         s.push_str(&jump_line("-A", tag, &chain, &src));
-    }
-    s.push_str("COMMIT\n");
-    s
-}
-
-/// The restore input removing one attachment's chain and the jumps to it.
-pub fn del_input(jumps: &[String], chains: &[String]) -> String {
-    let mut s = String::from("*nat\n");
-    for j in jumps {
-        s.push_str(j);
-        s.push('\n');
-    }
-    for c in chains {
-        s.push_str(&format!("-F {c}\n-X {c}\n"));
     }
     s.push_str("COMMIT\n");
     s
@@ -132,7 +118,7 @@ fn remove_chain(ipt: &Ipt, tag: &Tag) -> Result<()> {
     };
     let jumps: Vec<String> = sources_of(&lines)
         .iter()
-        .map(|s| jump_line("-D", tag, &chain, s).trim_end().to_string())
+        .map(|s| jump_line("-A", tag, &chain, s).trim_end().to_string())
         .collect();
     if ipt
         .restore(&del_input(&jumps, std::slice::from_ref(&chain)))
@@ -142,6 +128,7 @@ fn remove_chain(ipt: &Ipt, tag: &Tag) -> Result<()> {
     }
     // A jump was already gone (so the transaction failed): go step by step.
     for j in &jumps {
+        let j = j.replacen("-A ", "-D ", 1);
         let args: Vec<&str> = j.split_whitespace().collect();
         let mut full = vec!["-t", "nat"];
         full.extend(args.iter().map(|a| a.trim_matches('"')));
@@ -232,7 +219,7 @@ impl Masquerade for IptMasq {
                     continue;
                 };
                 if Tag::in_network(&c, network) && !keep.contains(c.as_str()) {
-                    jumps.push(l.replacen("-A ", "-D ", 1));
+                    jumps.push(l.clone());
                     if !chains.contains(&target) {
                         chains.push(target);
                     }
@@ -285,7 +272,7 @@ mod tests {
         assert!(input.contains(&format!("-D CNI-MASQ -s fd00::4/128 {c} -j {chain}")));
         assert!(input.contains("-d ff00::/8"));
         let del = del_input(
-            &["-D CNI-MASQ -s x -j y".into()],
+            &["-A CNI-MASQ -s x -j y".into()],
             std::slice::from_ref(&chain),
         );
         assert_eq!(

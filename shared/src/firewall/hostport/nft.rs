@@ -114,12 +114,8 @@ impl NftHostPorts {
                 })
             })
         };
-        let kept: Vec<&Found> = mine.iter().filter(|x| unchanged(x)).collect();
-        let mut pre: Vec<Op> = mine
-            .iter()
-            .filter(|x| !unchanged(x))
-            .flat_map(Found::delete_ops)
-            .collect();
+        let (kept, replaced): (Vec<&Found>, Vec<&Found>) = mine.iter().partition(|x| unchanged(x));
+        let mut pre: Vec<Op> = replaced.iter().flat_map(|x| x.delete_ops()).collect();
         for f in fwds {
             let gid = group_id(self.opts.conditions(f.v6()));
             for m in &f.mappings {
