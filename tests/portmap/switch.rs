@@ -102,8 +102,8 @@ fn removes_only_the_deleted_attachments_chains(variant: &str, verb: Command) {
     }
     // DEL: the container is gone already (no CNI_NETNS), the chains are found by name. GC:
     // by the comments of the jumps to them.
+    let id = if verb == Command::Gc { "" } else { "Gone-1" };
     for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
-        let id = if verb == Command::Gc { "" } else { "Gone-1" };
         cni_tests::testkit::Call::new(plugin, verb, conf.clone())
             .container(id, "eth0", None)
             .run_in(&host)
@@ -118,7 +118,6 @@ fn removes_only_the_deleted_attachments_chains(variant: &str, verb: Command) {
     }
     assert!(after.contains("-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"));
     // Again: nothing found, success.
-    let id = if verb == Command::Gc { "" } else { "Gone-1" };
     cni_tests::testkit::Call::new("portmap", verb, portmap)
         .container(id, "eth0", None)
         .run_in(&host)
