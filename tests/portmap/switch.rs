@@ -1,6 +1,7 @@
 //! A node switched from the reference plugins to ours while its containers run: our DEL of an
 //! attachment the reference added removes the reference's iptables chains of that attachment
-//! (bridge's masquerade chain, portmap's DNAT chain) and the jumps to them, and nothing else.
+//! (bridge's masquerade chain, portmap's DNAT chain) and the jumps to them, or its nftables
+//! backend's rules of that attachment, and nothing else.
 
 use std::io::Write;
 use std::path::Path;
@@ -143,6 +144,180 @@ fn reference_chains_of_gone_containers_go_with_our_gc_nft() {
 #[test]
 fn reference_chains_of_gone_containers_go_with_our_gc_legacy() {
     removes_only_the_deleted_attachments_chains("legacy", Command::Gc);
+}
+
+/// The reference's nftables backend (its 1.5+): bridge's masquerade rules and portmap's DNAT
+/// and masquerading rules of attachments "Gone-1" and "Stays-2" of `pmnet` and a masquerade rule
+/// of "Gone-1" on `othernet`, laid out and commented as its knftables code makes them (the
+/// masquerade comments start with sha512("<network>") and sha512("<ifname>:<id>") cut to 16:
+/// `printf pmnet | sha512sum`).
+const REFERENCE_NFT: &str = r#"
+table inet cni_plugins_masquerade {
+    chain masq_checks {
+        ip saddr 10.80.21.5 ip daddr != 10.80.21.0/24 masquerade comment "283a4b7588489c88-96fbfd7b3328237e, net: pmnet, if: eth0, id: Gone-1"
+        ip6 saddr fd80:21::5 ip6 daddr != fd80:21::/64 masquerade comment "283a4b7588489c88-96fbfd7b3328237e, net: pmnet, if: eth0, id: Gone-1"
+        ip saddr 10.80.21.6 ip daddr != 10.80.21.0/24 masquerade comment "283a4b7588489c88-14267e51d2da7e9e, net: pmnet, if: eth0, id: Stays-2"
+        ip saddr 10.80.22.5 ip daddr != 10.80.22.0/24 masquerade comment "0e0993d3a5cba48c-96fbfd7b3328237e, net: othernet, if: eth0, id: Gone-1"
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip daddr 224.0.0.0/4 return
+        ip6 daddr ff00::/8 return
+        goto masq_checks
+    }
+}
+table ip cni_hostport {
+    chain hostports {
+        tcp dport 8080 dnat to 10.80.21.5:80 comment "Gone-1"
+        tcp dport 8081 dnat to 10.80.21.6:80 comment "Stays-2"
+    }
+    chain hostip_hostports {
+        ip daddr 192.0.2.1 udp dport 5353 dnat to 10.80.21.5:53 comment "Gone-1"
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        jump hostip_hostports
+        jump hostports
+    }
+    chain masquerading {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr 10.80.21.5 ip daddr 10.80.21.5 masquerade comment "Gone-1"
+        ip saddr 127.0.0.1 ip daddr 10.80.21.5 masquerade comment "Gone-1"
+        ip saddr 10.80.21.6 ip daddr 10.80.21.6 masquerade comment "Stays-2"
+    }
+}
+table ip6 cni_hostport {
+    chain hostports {
+        tcp dport 8080 dnat to [fd80:21::5]:80 comment "Gone-1"
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        jump hostports
+    }
+}
+"#;
+
+/// The comments of the rules in the reference's tables, sorted.
+fn reference_nft_comments(host: &Sandbox) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in [
+        "inet cni_plugins_masquerade",
+        "ip cni_hostport",
+        "ip6 cni_hostport",
+    ] {
+        let (family, name) = table.split_once(' ').unwrap();
+        let listing = host.exec("nft", &["list", "table", family, name]);
+        let text = String::from_utf8_lossy(&listing.stdout);
+        for line in text.lines() {
+            if let Some((_, c)) = line.split_once("comment \"") {
+                out.push(format!("{table}: {}", c.trim_end_matches('"')));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn reference_nftables_rules_go(verb: Command) {
+    let test = format!("reference_nftables_rules_go_with_our_{verb:?}");
+    let host = Sandbox::new("pm-sw-nft");
+    let nft_load = |script: &str| {
+        let mut c = host.command("nft");
+        c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+        c.spawn().is_ok_and(|mut child| {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(script.as_bytes());
+            }
+            child.wait().is_ok_and(|s| s.success())
+        })
+    };
+    if !nft_load(REFERENCE_NFT) {
+        return skipped(
+            &test,
+            "nft is missing or cannot load the reference's layout here",
+        );
+    }
+    let before = reference_nft_comments(&host);
+    assert_eq!(before.len(), 11, "{before:#?}");
+    if verb == Command::Gc {
+        // More stale rules of pmnet than one transaction takes (GC deletes 128 at a time).
+        let bulk: String = (0..300)
+            .map(|i| {
+                format!(
+                    "add rule inet cni_plugins_masquerade masq_checks ip saddr 10.80.23.{} \
+                     masquerade comment \"283a4b7588489c88-{i:016x}, net: pmnet, if: eth0, \
+                     id: bulk-{i}\"\n",
+                    i % 250 + 1
+                )
+            })
+            .collect();
+        assert!(nft_load(&bulk), "loading 300 more rules");
+        assert_eq!(reference_nft_comments(&host).len(), 311);
+    }
+    let data = TempDir::new("pm-sw-nft");
+    let mut bridge = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "bridge",
+        "bridge": "pm-br21", "ipMasq": true,
+        "ipam": {"type": "host-local", "dataDir": data.path(),
+                 "ranges": [[{"subnet": "10.80.21.0/24"}]]}});
+    let mut portmap = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+    if verb == Command::Gc {
+        let valid = json!([{"containerID": "Stays-2", "ifname": "eth0"}]);
+        bridge["cni.dev/valid-attachments"] = valid.clone();
+        portmap["cni.dev/valid-attachments"] = valid;
+    }
+    let id = if verb == Command::Gc { "" } else { "Gone-1" };
+    for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
+        cni_tests::testkit::Call::new(plugin, verb, conf.clone())
+            .container(id, "eth0", None)
+            .run_in(&host)
+            .unwrap_or_else(|e| panic!("{plugin} {verb:?}: {e}"));
+    }
+    let after = reference_nft_comments(&host);
+    // Masquerade: the rules of pmnet's Gone-1 on eth0 go, also by GC; othernet's stay.
+    let masq_gone = "inet cni_plugins_masquerade: 283a4b7588489c88-96fbfd7b3328237e";
+    let mut want: Vec<String> = before
+        .iter()
+        .filter(|c| !c.starts_with(masq_gone))
+        .cloned()
+        .collect();
+    // Portmap's rules name no network: DEL removes the container's in both families, as the
+    // reference's own DEL does; GC cannot tell them from another network's and leaves them.
+    if verb == Command::Del {
+        want.retain(|c| !c.ends_with("cni_hostport: Gone-1"));
+    }
+    assert_eq!(after, want);
+    let tables = host.exec("nft", &["list", "tables"]);
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    for t in [
+        "inet cni_plugins_masquerade",
+        "ip cni_hostport",
+        "ip6 cni_hostport",
+    ] {
+        assert!(
+            tables.contains(t),
+            "{t} stays, as the reference leaves it: {tables}"
+        );
+    }
+    // Again: nothing found, success, nothing changed.
+    for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
+        cni_tests::testkit::Call::new(plugin, verb, conf.clone())
+            .container(id, "eth0", None)
+            .run_in(&host)
+            .unwrap_or_else(|e| panic!("{plugin} {verb:?} again: {e}"));
+    }
+    assert_eq!(reference_nft_comments(&host), after);
+}
+
+#[test]
+fn reference_nftables_rules_go_with_our_del() {
+    reference_nftables_rules_go(Command::Del);
+}
+
+#[test]
+fn reference_nftables_rules_of_gone_containers_go_with_our_gc() {
+    reference_nftables_rules_go(Command::Gc);
 }
 
 /// With the reference plugins installed (Debian's containernetworking-plugins): a container

@@ -123,9 +123,9 @@ impl Plugin for PortMap {
             addrs: &addrs,
         };
         let ours = driver(&cfg).del(&tag_of(req), &hint, &mut flush_conntrack);
-        // An attachment the reference plugin added before the switch to ours: its DNAT chain
-        // would keep forwarding the host ports to this container's address.
-        let theirs = reference::remove(Leftover::HostPorts, &req.conf.name, &req.container_id);
+        // An attachment the reference plugin added before the switch to ours: its DNAT chain or
+        // rules would keep forwarding the host ports to this container's address.
+        let theirs = reference::remove(Leftover::HostPorts, req);
         ours?;
         theirs?;
         Ok(())

@@ -103,10 +103,9 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
         // An attachment the reference bridge added before the switch to ours (the reference
         // has no vxlan).
         if req.conf.plugin_type == "bridge" {
-            let leftover = Leftover::Masquerade;
             note(
-                reference::remove(leftover, &req.conf.name, &req.container_id).map(drop),
-                "removing the reference plugin's masquerade chain",
+                reference::remove(Leftover::Masquerade, req).map(drop),
+                "removing the reference plugin's masquerade entries",
             );
         }
     }

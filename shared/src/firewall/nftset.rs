@@ -76,7 +76,7 @@ fn msg_type() -> u16 {
     (SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM
 }
 
-fn comment_of(udata: &[u8]) -> Option<String> {
+pub(crate) fn comment_of(udata: &[u8]) -> Option<String> {
     let mut off = 0;
     while off + 2 <= udata.len() {
         let (t, l) = (udata[off], usize::from(udata[off + 1]));

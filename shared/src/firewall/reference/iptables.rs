@@ -1,11 +1,8 @@
-//! What the reference plugins (containernetworking/plugins) left in iptables for an attachment
-//! they added and our DEL now removes: a node switched to our plugins while its containers run.
+//! The reference plugins' iptables chains of an attachment (every version's default backend).
 //!
 //! The reference names an attachment's chains after sha512(network name + container ID):
 //! bridge's `ipMasq` chain `CNI-<24 hex>`, jumped to from `POSTROUTING`, and portmap's
-//! `CNI-DN-<21 hex>`, jumped to from `CNI-HOSTPORT-DNAT`. Left behind, portmap's chain keeps
-//! sending the host port to the old container's address — also after a new container publishes
-//! the same port (a DaemonSet's rolling update), as the two NAT hooks run in no fixed order.
+//! `CNI-DN-<21 hex>`, jumped to from `CNI-HOSTPORT-DNAT`.
 //!
 //! DEL asks nf_tables whether the chain exists in iptables-nft's tables (`ip nat`, `ip6 nat`):
 //! one netlink request per family, no process. Only when it does is `iptables-nft` run, to
@@ -23,11 +20,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use sha2::{Digest, Sha512};
 
-use super::ipt::{del_input, option_value, Ipt, Variant};
-use super::nftset::SUBSYS_NFTABLES;
+use super::Leftover;
 use crate::error::Result;
+use crate::firewall::ipt::{del_input, option_value, Ipt, Variant};
+use crate::firewall::nftset::SUBSYS_NFTABLES;
 use crate::nfnl::{Attrs, Nfnl, NLM_F_ACK, NLM_F_REQUEST};
-use crate::skel::Request;
+use crate::spec::config::GcAttachment;
 
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETCHAIN: u16 = 4;
@@ -36,15 +34,6 @@ const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
-
-/// Which plugin's chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leftover {
-    /// bridge `ipMasq`: `CNI-<hash>`, jumped to from `POSTROUTING`.
-    Masquerade,
-    /// portmap: `CNI-DN-<hash>`, jumped to from `CNI-HOSTPORT-DNAT`.
-    HostPorts,
-}
 
 impl Leftover {
     /// The reference's chain name for an attachment (its `FormatChainNameWithPrefix`: the
@@ -129,13 +118,6 @@ fn may_exist(nl: Option<&mut Nfnl>, variant: Variant, v6: bool, chain: Option<&s
     }
 }
 
-/// The netfilter socket of the nf_tables lookups; `None` (no lookups) when it cannot be had.
-fn socket() -> Option<Nfnl> {
-    Nfnl::open()
-        .map_err(|e| tracing::debug!("no netfilter socket: {}", e.what))
-        .ok()
-}
-
 /// The tools of `variant`, or a warning that what may be the reference's stays.
 fn tools(v6: bool, variant: Variant, what: &str) -> Option<Ipt> {
     let ipt = Ipt::variant(v6, variant);
@@ -170,13 +152,17 @@ fn delete(ipt: &Ipt, jumps: &[String], chain: &str, variant: Variant) -> Result<
 /// DEL: remove the reference's chain of kind `what` for the attachment (`network`,
 /// `container_id`), with the jumps to it, in both families and both iptables variants. What
 /// was removed, as "<variant> <chain>" (empty: nothing of the reference's was there).
-pub fn remove(what: Leftover, network: &str, container_id: &str) -> Result<Vec<String>> {
+pub(super) fn remove(
+    mut nl: Option<&mut Nfnl>,
+    what: Leftover,
+    network: &str,
+    container_id: &str,
+) -> Result<Vec<String>> {
     let chain = what.chain(network, container_id);
-    let mut nl = socket();
     let mut removed = Vec::new();
     for v6 in [false, true] {
         for variant in [Variant::Nft, Variant::Legacy] {
-            if !may_exist(nl.as_mut(), variant, v6, Some(&chain)) {
+            if !may_exist(nl.as_deref_mut(), variant, v6, Some(&chain)) {
                 continue;
             }
             let Some(ipt) = tools(v6, variant, &chain) else {
@@ -198,18 +184,19 @@ pub fn remove(what: Leftover, network: &str, container_id: &str) -> Result<Vec<S
     Ok(removed)
 }
 
-/// GC: remove the reference's chains of kind `what` of the request's network whose container
-/// is not among its valid attachments, with the jumps to them. What was removed, as for
-/// [`remove`].
-pub fn gc(what: Leftover, req: &Request) -> Result<Vec<String>> {
-    let network = req.conf.name.as_str();
-    let valid = req.gc_valid_attachments()?;
+/// GC: remove the reference's chains of kind `what` of `network` whose container is not among
+/// the `valid` attachments, with the jumps to them. What was removed, as for [`remove`].
+pub(super) fn gc(
+    mut nl: Option<&mut Nfnl>,
+    what: Leftover,
+    network: &str,
+    valid: &[GcAttachment],
+) -> Result<Vec<String>> {
     let keep: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
-    let mut nl = socket();
     let mut removed = Vec::new();
     for v6 in [false, true] {
         for variant in [Variant::Nft, Variant::Legacy] {
-            if !may_exist(nl.as_mut(), variant, v6, None) {
+            if !may_exist(nl.as_deref_mut(), variant, v6, None) {
                 continue;
             }
             let Some(ipt) = tools(v6, variant, "the nat table") else {
