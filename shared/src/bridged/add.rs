@@ -155,7 +155,8 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
         result.dns = dns.clone();
     }
     rb.commit();
-    tracing::info!(veth = veth.name, ips = ?ips, "attached");
+    let shown: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    tracing::info!(veth = veth.name, ips = ?shown, "attached");
     Ok(result)
 }
 
