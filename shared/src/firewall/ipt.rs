@@ -6,6 +6,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::error::{CniError, Result};
+use crate::firewall::nftset::{IPV4, IPV6, SUBSYS_NFTABLES};
+use crate::nfnl::{Attrs, Nfnl, NLM_F_ACK, NLM_F_REQUEST};
+
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
 
 /// Which iptables: the one over nf_tables (`iptables-nft`, the default of current
 /// distributions) or the legacy x_tables one (`iptables-legacy`).
@@ -177,6 +185,55 @@ impl Ipt {
     pub fn error(&self, what: &str, stderr: &str) -> CniError {
         CniError::internal(format!("{}: {what}: {stderr}", self.name()))
     }
+}
+
+/// What nf_tables says of `chain` in iptables-nft's `nat` table of the family (of the table
+/// itself when `chain` is `None`), in the current namespace, with one request and no process:
+/// `Some(true)` it exists, `Some(false)` it does not (nor does the table, or nf_tables), `None`
+/// it could not be asked.
+pub fn nft_nat_lookup(nl: Option<&mut Nfnl>, v6: bool, chain: Option<&str>) -> Option<bool> {
+    let nl = nl?;
+    let mut a = Attrs::new();
+    let msg = match chain {
+        Some(c) => {
+            a.put_str(NFTA_CHAIN_TABLE, "nat")
+                .put_str(NFTA_CHAIN_NAME, c);
+            NFT_MSG_GETCHAIN
+        }
+        None => {
+            a.put_str(NFTA_TABLE_NAME, "nat");
+            NFT_MSG_GETTABLE
+        }
+    };
+    let family = if v6 { IPV6 } else { IPV4 };
+    let msg = (SUBSYS_NFTABLES << 8) | msg;
+    match nl.request(msg, NLM_F_REQUEST | NLM_F_ACK, family, &a.0) {
+        Ok(_) => Some(true),
+        Err(e) if e.is_missing() || e.errno == libc::EOPNOTSUPP => Some(false),
+        Err(e) => {
+            tracing::debug!("looking up nf_tables nat {chain:?}: {}", e.what);
+            None
+        }
+    }
+}
+
+/// Whether the legacy iptables (x_tables) has a `nat` table of the family in the current
+/// namespace (it appears there once any rule or listing used it).
+pub fn legacy_nat_loaded(v6: bool) -> bool {
+    let names = if v6 {
+        "/proc/thread-self/net/ip6_tables_names"
+    } else {
+        "/proc/thread-self/net/ip_tables_names"
+    };
+    std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|l| l == "nat"))
+}
+
+/// Whether `chain` may exist in the `nat` table of the family, whichever iptables variant the
+/// host's `iptables` is: false only when nf_tables says it has no such chain and the legacy
+/// tables have no `nat` table — then a DEL has nothing of that family to list (each listing
+/// is a process, 2–4 ms).
+pub fn nat_chain_may_exist(nl: Option<&mut Nfnl>, v6: bool, chain: &str) -> bool {
+    nft_nat_lookup(nl, v6, Some(chain)) != Some(false) || legacy_nat_loaded(v6)
 }
 
 /// The restore input removing rules (`-S` lines, `-A …`) and chains of the `nat` table.

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
-use super::ipt::{del_input, option_value, Ipt};
+use super::ipt::{del_input, nat_chain_may_exist, option_value, Ipt};
 use super::tag::Tag;
 use super::{subnet_of, Masquerade};
 use crate::error::{CniError, Result};
 use crate::lock::FileLock;
+use crate::nfnl::Nfnl;
 
 pub const DISPATCH: &str = "CNI-MASQ";
 const JUMP_COMMENT: &str = "cni masquerade";
@@ -162,8 +163,14 @@ impl Masquerade for IptMasq {
     }
 
     fn del(&self, tag: &Tag, _hints: &[IpAddr]) -> Result<()> {
+        let chain = chain_name(tag);
+        let mut nl = Nfnl::open().ok();
         let mut first_err = None;
         for v6 in [false, true] {
+            // No chain of ours in this family: nothing to list (a process) or remove.
+            if !nat_chain_may_exist(nl.as_mut(), v6, &chain) {
+                continue;
+            }
             let ipt = match Ipt::new(v6) {
                 Ok(i) => i,
                 // No ip6tables: there can be no v6 rules of ours either.

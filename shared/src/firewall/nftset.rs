@@ -32,6 +32,8 @@ const UDATA_COMMENT: u8 = 0;
 
 /// nf_tables address families (`NFPROTO_*`).
 pub const INET: u8 = 1;
+pub const IPV4: u8 = 2;
+pub const IPV6: u8 = 10;
 
 /// One element as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

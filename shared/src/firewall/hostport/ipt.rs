@@ -12,9 +12,10 @@ use super::ipt_rules::{
 };
 use super::{in_use, DelHint, Flush, Forward, HostPorts, Mark, Options, Published};
 use crate::error::{CniError, Result};
-use crate::firewall::ipt::{del_input, Ipt};
+use crate::firewall::ipt::{del_input, nat_chain_may_exist, Ipt};
 use crate::firewall::Tag;
 use crate::lock::FileLock;
+use crate::nfnl::Nfnl;
 
 const SETUP_LOCK: &str = "/run/cni/portmap-iptables.lock";
 
@@ -136,27 +137,26 @@ impl IptHostPorts {
 }
 
 /// Remove the given entries and chains of one family in the two steps of [`HostPorts::del`]:
-/// the entries of the shared chain, `flush` with what the chains forwarded, the chains. What
-/// the chains forwarded.
+/// the entries of the shared chain, `flush` with what the chains forwarded, the chains. Each
+/// chain comes with its rules as listed (their DNAT destinations are what is flushed). What the
+/// chains forwarded.
 fn remove(
     ipt: &Ipt,
     entries: &[Rule],
-    chains: &[String],
+    chains: &[(String, Vec<Rule>)],
     flush: &mut Flush,
 ) -> Result<Vec<Published>> {
     let mut published = Vec::new();
-    for c in chains {
-        for r in rules(ipt, c)? {
-            if let Some((ip, port)) = r.to {
-                published.push(Published {
-                    mapping: super::Mapping {
-                        container_port: port,
-                        ..r.mapping
-                    },
-                    target: Some(ip),
-                    v6: ipt.v6,
-                });
-            }
+    for r in chains.iter().flat_map(|(_, rules)| rules) {
+        if let Some((ip, port)) = r.to {
+            published.push(Published {
+                mapping: super::Mapping {
+                    container_port: port,
+                    ..r.mapping
+                },
+                target: Some(ip),
+                v6: ipt.v6,
+            });
         }
     }
     let lines: Vec<String> = entries.iter().map(|e| e.line.clone()).collect();
@@ -169,10 +169,11 @@ fn remove(
     if !published.is_empty() {
         flush(&published);
     }
-    if chains.is_empty() || ipt.restore(&del_input(&[], chains)).is_ok() {
+    let names: Vec<String> = chains.iter().map(|(c, _)| c.clone()).collect();
+    if names.is_empty() || ipt.restore(&del_input(&[], &names)).is_ok() {
         return Ok(published);
     }
-    for c in chains {
+    for c in &names {
         if ipt.list_chain("nat", c)?.is_some()
             && ipt
                 .restore(&del_input(&[], std::slice::from_ref(c)))
@@ -196,8 +197,14 @@ impl HostPorts for IptHostPorts {
 
     fn del(&self, tag: &Tag, _hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
         let chain = chain_name(tag);
+        let mut nl = Nfnl::open().ok();
         let mut published = Vec::new();
         for v6 in [false, true] {
+            // The entries jump to the chain (iptables keeps no jump to a missing chain): no
+            // chain, nothing of this family to remove — asked without running a process.
+            if !nat_chain_may_exist(nl.as_mut(), v6, &chain) {
+                continue;
+            }
             let ipt = match tools(v6) {
                 Ok(i) => i,
                 // No tools: there can be no rules of ours either.
@@ -206,19 +213,15 @@ impl HostPorts for IptHostPorts {
                     continue;
                 }
             };
+            let Some(own) = ipt.list_chain("nat", &chain)? else {
+                continue;
+            };
             let entries: Vec<Rule> = rules(&ipt, DNAT_CHAIN)?
                 .into_iter()
                 .filter(|e| e.tag == tag.as_str())
                 .collect();
-            let chains = if ipt.list_chain("nat", &chain)?.is_some() {
-                vec![chain.clone()]
-            } else {
-                Vec::new()
-            };
-            if entries.is_empty() && chains.is_empty() {
-                continue;
-            }
-            published.extend(remove(&ipt, &entries, &chains, flush)?);
+            let own = own.iter().filter_map(|l| parse_rule(l)).collect();
+            published.extend(remove(&ipt, &entries, &[(chain.clone(), own)], flush)?);
         }
         Ok(published)
     }
@@ -277,7 +280,7 @@ impl HostPorts for IptHostPorts {
                 .filter(|r| in_chain(r, DNAT_CHAIN))
                 .cloned()
                 .collect();
-            let mut chains: Vec<String> = Vec::new();
+            let mut chains: Vec<(String, Vec<Rule>)> = Vec::new();
             for r in &all {
                 let chain = r.line.split_whitespace().nth(1).unwrap_or_default();
                 let owner = if chain.starts_with("CNI-HP-") {
@@ -285,14 +288,16 @@ impl HostPorts for IptHostPorts {
                 } else {
                     r.jump.as_str()
                 };
-                if owner.starts_with("CNI-HP-") && !chains.iter().any(|c| c == owner) {
-                    chains.push(owner.to_string());
+                if owner.starts_with("CNI-HP-") && !chains.iter().any(|(c, _)| c == owner) {
+                    let own = all.iter().filter(|r| in_chain(r, owner)).cloned().collect();
+                    chains.push((owner.to_string(), own));
                 }
             }
             if stale.is_empty() && chains.is_empty() {
                 continue;
             }
-            tracing::info!(?chains, "GC: removing host port chains");
+            let names: Vec<&str> = chains.iter().map(|(c, _)| c.as_str()).collect();
+            tracing::info!(chains = ?names, "GC: removing host port chains");
             published.extend(remove(&ipt, &stale, &chains, flush)?);
         }
         Ok(published)

@@ -22,18 +22,11 @@ use sha2::{Digest, Sha512};
 
 use super::Leftover;
 use crate::error::Result;
-use crate::firewall::ipt::{del_input, option_value, Ipt, Variant};
-use crate::firewall::nftset::SUBSYS_NFTABLES;
-use crate::nfnl::{Attrs, Nfnl, NLM_F_ACK, NLM_F_REQUEST};
+use crate::firewall::ipt::{
+    del_input, legacy_nat_loaded, nft_nat_lookup, option_value, Ipt, Variant,
+};
+use crate::nfnl::Nfnl;
 use crate::spec::config::GcAttachment;
-
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 
 impl Leftover {
     /// The reference's chain name for an attachment (its `FormatChainNameWithPrefix`: the
@@ -77,44 +70,12 @@ impl Leftover {
 }
 
 /// Whether `chain` (or, without one, the `nat` table) may exist in `variant`'s tables of the
-/// current namespace: for nf_tables the kernel says (any error counts as no), for the legacy
-/// tables whether they have `nat`.
+/// current namespace: for nf_tables the kernel says (when it cannot be asked: no), for the
+/// legacy tables whether they have `nat`.
 fn may_exist(nl: Option<&mut Nfnl>, variant: Variant, v6: bool, chain: Option<&str>) -> bool {
     match variant {
-        Variant::Nft => {
-            let Some(nl) = nl else { return false };
-            let mut a = Attrs::new();
-            let msg = match chain {
-                Some(c) => {
-                    a.put_str(NFTA_CHAIN_TABLE, "nat")
-                        .put_str(NFTA_CHAIN_NAME, c);
-                    NFT_MSG_GETCHAIN
-                }
-                None => {
-                    a.put_str(NFTA_TABLE_NAME, "nat");
-                    NFT_MSG_GETTABLE
-                }
-            };
-            let family = if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 };
-            let msg = (SUBSYS_NFTABLES << 8) | msg;
-            match nl.request(msg, NLM_F_REQUEST | NLM_F_ACK, family, &a.0) {
-                Ok(_) => true,
-                Err(e) => {
-                    if !e.is_missing() {
-                        tracing::debug!("looking up nf_tables nat {chain:?}: {}", e.what);
-                    }
-                    false
-                }
-            }
-        }
-        Variant::Legacy => {
-            let names = if v6 {
-                "/proc/thread-self/net/ip6_tables_names"
-            } else {
-                "/proc/thread-self/net/ip_tables_names"
-            };
-            std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|l| l == "nat"))
-        }
+        Variant::Nft => nft_nat_lookup(nl, v6, chain) == Some(true),
+        Variant::Legacy => legacy_nat_loaded(v6),
     }
 }
 

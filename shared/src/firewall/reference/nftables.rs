@@ -23,7 +23,7 @@ use sha2::{Digest, Sha512};
 
 use super::Leftover;
 use crate::error::Result;
-use crate::firewall::nftset::{comment_of, SUBSYS_NFTABLES};
+use crate::firewall::nftset::{comment_of, INET, IPV4, IPV6, SUBSYS_NFTABLES};
 use crate::nfnl::{attr, str_of, Attrs, Nfnl, NlErr, NLM_F_DUMP, NLM_F_REQUEST};
 use crate::skel::Request;
 use crate::spec::config::GcAttachment;
@@ -34,9 +34,6 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_USERDATA: u16 = 7;
-const NFPROTO_INET: u8 = 1;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 
 const MASQ_TABLE: &str = "cni_plugins_masquerade";
 const MASQ_CHAIN: &str = "masq_checks";
@@ -120,8 +117,8 @@ const CHUNK: usize = 128;
 
 fn family_name(family: u8) -> &'static str {
     match family {
-        NFPROTO_INET => "inet",
-        NFPROTO_IPV4 => "ip",
+        INET => "inet",
+        IPV4 => "ip",
         _ => "ip6",
     }
 }
@@ -175,14 +172,14 @@ pub(super) fn remove(nl: Option<&mut Nfnl>, what: Leftover, req: &Request) -> Re
     match what {
         Leftover::Masquerade => {
             let prefix = masq_instance(&req.conf.name, &req.ifname, &req.container_id);
-            remove_where(nl, NFPROTO_INET, MASQ_TABLE, |r| {
+            remove_where(nl, INET, MASQ_TABLE, |r| {
                 r.chain == MASQ_CHAIN
                     && r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))
             })
         }
         Leftover::HostPorts => {
             let mut removed = Vec::new();
-            for family in [NFPROTO_IPV4, NFPROTO_IPV6] {
+            for family in [IPV4, IPV6] {
                 removed.extend(remove_where(nl, family, HOSTPORT_TABLE, |r| {
                     HOSTPORT_CHAINS.contains(&r.chain.as_str())
                         && r.comment.as_deref() == Some(req.container_id.as_str())
@@ -213,7 +210,7 @@ pub(super) fn gc(
     let Some(nl) = nl else {
         return Ok(Vec::new());
     };
-    remove_where(nl, NFPROTO_INET, MASQ_TABLE, |r| {
+    remove_where(nl, INET, MASQ_TABLE, |r| {
         let Some(c) = r.comment.as_deref() else {
             return false;
         };
