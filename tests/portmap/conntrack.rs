@@ -93,25 +93,36 @@ fn conntrack_with(backend: &'static str, n: u8) {
         "ADD flushed the stale entry"
     );
     assert!(entries(&env, 8053).contains(&format!("src=10.80.{n}.")));
-    if backend == "nftables" {
-        // The DNAT element counts what it NATed: DEL walks the connection table for it.
-        let dnat = dnat4(&env);
-        assert!(
-            dnat.contains("counter packets") && !dnat.contains("counter packets 0 "),
-            "{dnat}"
-        );
-        // A re-ADD of the same mapping keeps the element and its count, so that the DEL below
-        // still flushes the flow.
-        let again = env.pm_conf(Some(maps.clone()), Some(&r1), json!({}));
-        env.call("portmap", Command::Add, &again, "c1", Some(c1.path()))
-            .unwrap();
-        let dnat = dnat4(&env);
-        assert!(
-            dnat.contains("counter packets") && !dnat.contains("counter packets 0 "),
-            "a re-ADD kept the count: {dnat}"
-        );
-        assert_eq!(who(&client, dst).as_deref(), Some("c1"));
-    }
+    // The DNAT element (nftables) or rule (iptables) counts what it NATed: DEL walks the
+    // connection table for it (and skips the walk for one that NATed nothing).
+    let counted = |env: &Env| {
+        if backend == "nftables" {
+            let dnat = dnat4(env);
+            (
+                dnat.contains("counter packets") && !dnat.contains("counter packets 0 "),
+                dnat,
+            )
+        } else {
+            let out = env.host.exec("iptables", &["-t", "nat", "-S", "-v"]);
+            let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+            let dnat = rules
+                .lines()
+                .find(|l| l.starts_with("-A CNI-HP-") && l.contains("-j DNAT"))
+                .unwrap_or_default()
+                .to_string();
+            (dnat.contains(" -c ") && !dnat.contains(" -c 0 "), rules)
+        }
+    };
+    let (used, listing) = counted(&env);
+    assert!(used, "{listing}");
+    // A re-ADD of the same mapping keeps the count, so that the DEL below still flushes the
+    // flow.
+    let again = env.pm_conf(Some(maps.clone()), Some(&r1), json!({}));
+    env.call("portmap", Command::Add, &again, "c1", Some(c1.path()))
+        .unwrap();
+    let (used, listing) = counted(&env);
+    assert!(used, "a re-ADD kept the count: {listing}");
+    assert_eq!(who(&client, dst).as_deref(), Some("c1"));
 
     env.detach("c1", Some(&c1), maps.clone(), &r1);
     assert!(

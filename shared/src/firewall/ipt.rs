@@ -185,9 +185,20 @@ impl Ipt {
     /// The rules of one chain (`-S` lines, `-A` only); `None` when the chain does not exist.
     /// An empty `chain` lists the whole table.
     pub fn list_chain(&self, table: &str, chain: &str) -> Result<Option<Vec<String>>> {
+        self.list(table, chain, false)
+    }
+
+    /// [`Ipt::list_chain`] with each rule's counters (`-c <packets> <bytes>` in the line: not
+    /// for restore input).
+    pub fn list_chain_counted(&self, table: &str, chain: &str) -> Result<Option<Vec<String>>> {
+        self.list(table, chain, true)
+    }
+
+    fn list(&self, table: &str, chain: &str, counters: bool) -> Result<Option<Vec<String>>> {
         let out = Command::new(&self.cmd)
             .args(["-w", "10", "-t", table, "-S"])
             .args((!chain.is_empty()).then_some(chain))
+            .args(counters.then_some("-v"))
             .stdin(Stdio::null())
             .output()
             .map_err(|e| CniError::internal(format!("executing {}: {e}", self.cmd.display())))?;

@@ -119,7 +119,17 @@ impl IptHostPorts {
             .filter(|e| e.tag == tag.as_str())
             .map(|e| e.line)
             .collect();
-        let input = add_input(tag, f, &self.opts, &old);
+        // A re-ADD: the chain's counts, so that unchanged DNAT rules keep theirs.
+        let counted: Vec<Rule> = if old.is_empty() {
+            Vec::new()
+        } else {
+            ipt.list_chain_counted("nat", &chain_name(tag))?
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|l| parse_rule(l))
+                .collect()
+        };
+        let input = add_input(tag, f, &self.opts, &old, &counted);
         if ipt.restore(&input).is_ok() {
             return Ok(());
         }
@@ -137,9 +147,9 @@ impl IptHostPorts {
 }
 
 /// Remove the given entries and chains of one family in the two steps of [`HostPorts::del`]:
-/// the entries of the shared chain, `flush` with what the chains forwarded, the chains. Each
-/// chain comes with its rules as listed (their DNAT destinations are what is flushed). What the
-/// chains forwarded.
+/// the entries of the shared chain, `flush` with what the chains forwarded (but what a rule
+/// listed with a zero count forwarded: nothing), the chains. Each chain comes with its rules as
+/// listed. What the chains forwarded.
 fn remove(
     ipt: &Ipt,
     entries: &[Rule],
@@ -147,16 +157,23 @@ fn remove(
     flush: &mut Flush,
 ) -> Result<Vec<Published>> {
     let mut published = Vec::new();
+    let mut flushed = Vec::new();
     for r in chains.iter().flat_map(|(_, rules)| rules) {
         if let Some((ip, port)) = r.to {
-            published.push(Published {
+            let p = Published {
                 mapping: super::Mapping {
                     container_port: port,
                     ..r.mapping
                 },
                 target: Some(ip),
                 v6: ipt.v6,
-            });
+            };
+            // A DNAT rule listed with a zero count NATed no connection, so it left no
+            // conntrack entry: no walk of the connection table (~11 ms) for it.
+            if r.packets != Some(0) {
+                flushed.push(p);
+            }
+            published.push(p);
         }
     }
     let lines: Vec<String> = entries.iter().map(|e| e.line.clone()).collect();
@@ -166,8 +183,8 @@ fn remove(
             let _ = ipt.restore(&del_input(std::slice::from_ref(l), &[]));
         }
     }
-    if !published.is_empty() {
-        flush(&published);
+    if !flushed.is_empty() {
+        flush(&flushed);
     }
     let names: Vec<String> = chains.iter().map(|(c, _)| c.clone()).collect();
     if names.is_empty() || ipt.restore(&del_input(&[], &names)).is_ok() {
@@ -213,7 +230,7 @@ impl HostPorts for IptHostPorts {
                     continue;
                 }
             };
-            let Some(own) = ipt.list_chain("nat", &chain)? else {
+            let Some(own) = ipt.list_chain_counted("nat", &chain)? else {
                 continue;
             };
             let entries: Vec<Rule> = rules(&ipt, DNAT_CHAIN)?

@@ -61,7 +61,17 @@ fn target(ip: IpAddr, port: u16) -> String {
 /// The restore input of one family's ADD: (re)fill the attachment's chain, remove the earlier
 /// entries of this attachment (`old`, `-S` lines), add one entry per mapping to the shared
 /// chain — hostIP-specific ones first, so they win over another attachment's wildcard.
-pub fn add_input(tag: &Tag, f: &Forward, opts: &Options, old: &[String]) -> String {
+///
+/// `counted`: a re-ADD's earlier chain as listed with counters. A DNAT rule published again as
+/// it was (same mapping, same destination) keeps its count, which DEL reads to know that the
+/// connections it NATed need flushing (refilling the chain would reset it to zero).
+pub fn add_input(
+    tag: &Tag,
+    f: &Forward,
+    opts: &Options,
+    old: &[String],
+    counted: &[Rule],
+) -> String {
     let chain = chain_name(tag);
     let c = format!("-m comment --comment \"{tag}\"");
     let mark_target = match &opts.mark {
@@ -96,8 +106,17 @@ pub fn add_input(tag: &Tag, f: &Forward, opts: &Options, old: &[String]) -> Stri
                 }
             }
         }
+        let kept = counted
+            .iter()
+            .filter(|r| r.to == Some((ip, m.container_port)))
+            .filter(|r| (r.mapping.proto, r.mapping.host_port) == (m.proto, m.host_port))
+            .find(|r| r.mapping.host_ip == m.host_ip)
+            .and_then(|r| r.packets)
+            .filter(|p| *p > 0)
+            .map(|p| format!(" -c {p} 0"))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "-A {chain} {base} {c} -j DNAT --to-destination {}\n",
+            "-A {chain} {base} {c}{kept} -j DNAT --to-destination {}\n",
             target(ip, m.container_port)
         ));
         let op = if m.host_ip.is_some() {
@@ -122,6 +141,9 @@ pub struct Rule {
     pub jump: String,
     /// The DNAT destination (DNAT rules only).
     pub to: Option<(IpAddr, u16)>,
+    /// The packets the rule matched, when listed with counters. A NAT chain sees only each
+    /// connection's first packet: for a DNAT rule, the connections it NATed.
+    pub packets: Option<u64>,
 }
 
 fn parse_to(s: &str) -> Option<(IpAddr, u16)> {
@@ -154,6 +176,7 @@ pub fn parse_rule(line: &str) -> Option<Rule> {
         mapping,
         jump: option_value(line, "-j")?,
         to,
+        packets: option_value(line, "-c").and_then(|c| c.parse().ok()),
     })
 }
 
@@ -187,7 +210,13 @@ mod tests {
         let ch = chain_name(&tag);
         assert!(ch.len() <= 28);
         let c = "-m comment --comment \"cni:net/ctr/eth0\"";
-        let s = add_input(&tag, &fwd("10.22.0.5/16", None), &Options::default(), &[]);
+        let s = add_input(
+            &tag,
+            &fwd("10.22.0.5/16", None),
+            &Options::default(),
+            &[],
+            &[],
+        );
         let m = "-p tcp -m tcp --dport 8080";
         assert_eq!(
             s,
@@ -207,7 +236,13 @@ mod tests {
             ..Options::default()
         };
         let old = ["-A CNI-HOSTPORT-DNAT -p tcp -j X".to_string()];
-        let s = add_input(&tag, &fwd("fd00::5/64", Some("2001:db8::1")), &opts, &old);
+        let s = add_input(
+            &tag,
+            &fwd("fd00::5/64", Some("2001:db8::1")),
+            &opts,
+            &old,
+            &[],
+        );
         assert!(s.contains("-D CNI-HOSTPORT-DNAT -p tcp -j X\n"), "{s}");
         assert!(s.contains(&format!(
             "-A {ch} -d 2001:db8::1/128 {m} {c} -j KUBE-MARK-MASQ\n"
@@ -223,6 +258,42 @@ mod tests {
             del_input(&old, std::slice::from_ref(&ch)),
             format!("*nat\n-D CNI-HOSTPORT-DNAT -p tcp -j X\n-F {ch}\n-X {ch}\nCOMMIT\n")
         );
+    }
+
+    #[test]
+    fn a_re_add_keeps_the_count_of_an_unchanged_dnat_rule() {
+        let tag = Tag::new("net", "ctr", "eth0");
+        let ch = chain_name(&tag);
+        let c = "-m comment --comment cni:net/ctr/eth0";
+        let earlier = |to: &str, packets: u64| {
+            parse_rule(&format!(
+                "-A {ch} -p tcp -m tcp --dport 8080 {c} -c {packets} 900 -j DNAT \
+                 --to-destination {to}"
+            ))
+            .unwrap()
+        };
+        let input = |counted: &[Rule]| {
+            add_input(
+                &tag,
+                &fwd("10.22.0.5/16", None),
+                &Options::default(),
+                &[],
+                counted,
+            )
+        };
+        let kept = input(&[earlier("10.22.0.5:80", 7)]);
+        assert!(
+            kept.contains("cni:net/ctr/eth0\" -c 7 0 -j DNAT --to-destination 10.22.0.5:80\n"),
+            "{kept}"
+        );
+        for other in [earlier("10.22.0.6:80", 7), earlier("10.22.0.5:81", 7)] {
+            assert!(
+                !input(&[other]).contains(" -c "),
+                "another destination: a new count"
+            );
+        }
+        assert!(!input(&[earlier("10.22.0.5:80", 0)]).contains(" -c "));
+        assert_eq!(earlier("10.22.0.5:80", 7).packets, Some(7));
     }
 
     #[test]
