@@ -13,7 +13,7 @@
 //! ([`crate::detach::exit`]): neither the plugin nor the next transaction waits.
 
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,14 +36,6 @@ const NLM_F_DUMP_INTR: u16 = 0x10;
 const DUMP_TRIES: usize = 20;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-/// nf_tables' multicast group: every change of the ruleset, and each commit's `NEWGEN`.
-const NFNLGRP_NFTABLES: libc::c_int = 7;
-const NFT_MSG_NEWGEN: u16 = 15;
-/// In `NEWGEN`: the pid of the process whose commit it announces.
-const NFTA_GEN_PROC_PID: u16 = 2;
-/// The receive buffer of a commit watch: room for the notifications of other processes'
-/// transactions meanwhile (an overrun only makes the watch give up).
-const WATCH_RCVBUF: libc::c_int = 1 << 20;
 const HDR: usize = 16;
 const NFGEN: usize = 4;
 /// How long one read may wait for the kernel.
@@ -146,55 +138,6 @@ impl Nfnl {
             sock: ManuallyDrop::new(sock),
             seq: 1,
         })
-    }
-
-    /// Open a socket that also receives nf_tables' change notifications, for
-    /// [`Nfnl::committers`]: which processes committed a transaction since.
-    pub fn open_watch() -> std::result::Result<Nfnl, NlErr> {
-        let nl = Nfnl::open()?;
-        set_opt(
-            &nl.sock,
-            libc::SOL_NETLINK,
-            libc::NETLINK_ADD_MEMBERSHIP,
-            &NFNLGRP_NFTABLES,
-        )
-        .map_err(|e| local(format!("joining the nf_tables notification group: {e}")))?;
-        // Best effort: the default buffer works too, with more chance of an overrun.
-        let _ = set_opt(&nl.sock, libc::SOL_SOCKET, libc::SO_RCVBUF, &WATCH_RCVBUF);
-        Ok(nl)
-    }
-
-    /// The socket's descriptor, to wait for it to become readable.
-    pub fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
-    }
-
-    /// On a watch ([`Nfnl::open_watch`]): the pids of the processes whose commits the
-    /// notifications received so far announce, reading what is there without waiting. An
-    /// error when notifications were lost (the receive buffer overran), so a commit may be
-    /// missing from the answer.
-    pub fn committers(&self) -> std::result::Result<Vec<u32>, NlErr> {
-        let mut pids = Vec::new();
-        let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
-        loop {
-            rx.clear();
-            match self.sock.recv(&mut rx, libc::MSG_DONTWAIT) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(pids),
-                Err(e) => return Err(local(format!("reading nf_tables notifications: {e}"))),
-            }
-            for (mtype, _, _, body) in messages(&rx)? {
-                if mtype != (crate::firewall::nftset::SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
-                    continue;
-                }
-                let pid = body
-                    .get(NFGEN..)
-                    .and_then(|a| attr(a, NFTA_GEN_PROC_PID))
-                    .and_then(|v| v.try_into().ok())
-                    .map(u32::from_be_bytes);
-                pids.extend(pid);
-            }
-        }
     }
 
     /// Send one datagram.

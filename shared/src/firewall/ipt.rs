@@ -2,10 +2,8 @@
 //! and call), `-S <chain>` to read one chain.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use crate::error::{CniError, Result};
 use crate::firewall::nftset::{IPV4, IPV6, SUBSYS_NFTABLES};
@@ -117,19 +115,8 @@ impl Ipt {
 
     /// Apply a restore file without flushing anything not declared in it. The error is the
     /// tool's stderr.
-    ///
-    /// With iptables-nft, a restore that deleted something exits only after the kernel's
-    /// nf_tables destroy work (its netfilter socket's release waits for an RCU grace period:
-    /// 10–20 ms on the development VM), well after its commit. So when the input is one
-    /// table's transaction, the commit's announcement (`NEWGEN`, naming the committing
-    /// process) counts as success and the tool is left to finish exiting on its own (it holds
-    /// none of the plugin's stdio). Without the announcement (iptables-legacy, a wrapper
-    /// process, notifications lost) the exit status says, as before.
     pub fn restore(&self, input: &str) -> std::result::Result<(), String> {
         tracing::debug!(input, "{}-restore", self.name());
-        let watch = (input.matches("COMMIT\n").count() == 1)
-            .then(|| Nfnl::open_watch().ok())
-            .flatten();
         let mut child = Command::new(&self.restore)
             .args(["--noflush", "-w", "10"])
             .stdin(Stdio::piped())
@@ -139,14 +126,6 @@ impl Ipt {
             .map_err(|e| format!("executing {}: {e}", self.restore.display()))?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(input.as_bytes());
-        }
-        if watch.as_ref().is_some_and(|w| committed(w, &child)) {
-            tracing::debug!(
-                pid = child.id(),
-                "{}-restore committed; not waiting for its exit",
-                self.name()
-            );
-            return Ok(());
         }
         let out = child
             .wait_with_output()
@@ -266,55 +245,6 @@ pub fn legacy_nat_loaded(v6: bool) -> bool {
 /// is a process, 2–4 ms).
 pub fn nat_chain_may_exist(nl: Option<&mut Nfnl>, v6: bool, chain: &str) -> bool {
     nft_nat_lookup(nl, v6, Some(chain)) != Some(false) || legacy_nat_loaded(v6)
-}
-
-/// How long [`committed`] watches a restore before leaving it to its exit status.
-const COMMIT_WATCH: Duration = Duration::from_secs(15);
-
-/// Whether nf_tables announces a commit by `child` on `watch` before the child writes to its
-/// stderr or exits (both close or fill the pipe; then its exit status tells, and waiting for
-/// it costs nothing more). A commit announced counts even when the pipe is ready as well.
-fn committed(watch: &Nfnl, child: &Child) -> bool {
-    let Some(stderr) = child.stderr.as_ref() else {
-        return false;
-    };
-    let pid = child.id();
-    let announced = || watch.committers().is_ok_and(|p| p.contains(&pid));
-    let deadline = Instant::now() + COMMIT_WATCH;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let mut fds = [
-            libc::pollfd {
-                fd: watch.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stderr.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: poll reads and writes the two pollfd entries of a local array.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
-        }
-        if fds[0].revents != 0 && announced() {
-            return true;
-        }
-        if fds[1].revents != 0 {
-            // Output or exit: one more look at what arrived meanwhile, then the exit status.
-            return announced();
-        }
-    }
 }
 
 /// The restore input removing rules (`-S` lines, `-A …`) and chains of the `nat` table.
