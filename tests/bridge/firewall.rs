@@ -283,3 +283,38 @@ fn an_unusable_backend_is_status_50_naming_it() {
     assert!(super::host_veths(&host).is_empty(), "veth rolled back");
     assert!(super::leases(&data).is_empty(), "IPAM rolled back");
 }
+
+/// `Ipt::restore` applies a transaction (the rules are listed when it returns) and reports a
+/// refused one with the tool's error, leaving nothing behind.
+#[test]
+fn iptables_restore_reports_commits_and_failures() {
+    use cni_shared::firewall::ipt::{del_input, Ipt};
+    let host = Sandbox::new("ipt-restore");
+    let (ok, listed, bad, after_bad, deleted, listed_after) = host
+        .netns()
+        .run(|| {
+            let ipt = Ipt::new(false).unwrap();
+            let ok = ipt.restore(
+                "*nat\n:CNI-RESTORE-TEST - [0:0]\n-A CNI-RESTORE-TEST -s 10.9.9.9/32 -j RETURN\nCOMMIT\n",
+            );
+            let listed = ipt.list_chain("nat", "CNI-RESTORE-TEST").unwrap();
+            let bad = ipt.restore("*nat\n-A CNI-NO-SUCH-CHAIN -j RETURN\nCOMMIT\n");
+            let after_bad = ipt.list_chain("nat", "CNI-NO-SUCH-CHAIN").unwrap();
+            let deleted = ipt.restore(&del_input(&[], &["CNI-RESTORE-TEST".to_string()]));
+            let listed_after = ipt.list_chain("nat", "CNI-RESTORE-TEST").unwrap();
+            (ok, listed, bad, after_bad, deleted, listed_after)
+        })
+        .unwrap();
+    assert_eq!(ok, Ok(()));
+    assert_eq!(
+        listed,
+        Some(vec![
+            "-A CNI-RESTORE-TEST -s 10.9.9.9/32 -j RETURN".to_string()
+        ])
+    );
+    let err = bad.expect_err("a rule in a missing chain is refused");
+    assert!(!err.is_empty(), "the tool's error text");
+    assert_eq!(after_bad, None);
+    assert_eq!(deleted, Ok(()));
+    assert_eq!(listed_after, None);
+}
