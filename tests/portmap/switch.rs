@@ -64,6 +64,30 @@ fn nat(host: &Sandbox, save: &str) -> String {
     String::from_utf8_lossy(&host.exec(save, &["-t", "nat"]).stdout).into_owned()
 }
 
+/// Our portmap, then our bridge (`ipMasq`, bridge `bridge`, IPAM on `subnet`), of network
+/// `pmnet` in `host`: DEL of attachment "Gone-1" (its container gone: no CNI_NETNS), or GC
+/// with "Stays-2" the valid attachment.
+fn ours(host: &Sandbox, verb: Command, bridge: &str, subnet: &str, data: &TempDir) {
+    let mut bridge = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "bridge",
+        "bridge": bridge, "ipMasq": true,
+        "ipam": {"type": "host-local", "dataDir": data.path(), "ranges": [[{"subnet": subnet}]]}});
+    let mut portmap = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+    if verb == Command::Gc {
+        let valid = json!([{"containerID": "Stays-2", "ifname": "eth0"}]);
+        bridge["cni.dev/valid-attachments"] = valid.clone();
+        portmap["cni.dev/valid-attachments"] = valid;
+    }
+    let id = if verb == Command::Gc { "" } else { "Gone-1" };
+    for (plugin, conf) in [("portmap", portmap), ("bridge", bridge)] {
+        cni_tests::testkit::Call::new(plugin, verb, conf)
+            .container(id, "eth0", None)
+            .run_in(host)
+            .unwrap_or_else(|e| panic!("{plugin} {verb:?}: {e}"));
+    }
+}
+
 fn removes_only_the_deleted_attachments_chains(variant: &str, verb: Command) {
     let test = format!("reference_chains_go_with_our_{verb:?}_{variant}");
     let (restore, save) = (
@@ -88,28 +112,9 @@ fn removes_only_the_deleted_attachments_chains(variant: &str, verb: Command) {
     for c in gone.iter().chain(&stay) {
         assert!(before.contains(&format!("-j {c}")), "{c} in {before}");
     }
+    // DEL: the chains are found by name. GC: by the comments of the jumps to them.
     let data = TempDir::new("pm-sw");
-    let mut bridge = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "bridge",
-        "bridge": "pm-br19", "ipMasq": true,
-        "ipam": {"type": "host-local", "dataDir": data.path(),
-                 "ranges": [[{"subnet": "10.80.19.0/24"}]]}});
-    let mut portmap = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
-        "runtimeConfig": {"portMappings": [
-            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
-    if verb == Command::Gc {
-        let valid = json!([{"containerID": "Stays-2", "ifname": "eth0"}]);
-        bridge["cni.dev/valid-attachments"] = valid.clone();
-        portmap["cni.dev/valid-attachments"] = valid;
-    }
-    // DEL: the container is gone already (no CNI_NETNS), the chains are found by name. GC:
-    // by the comments of the jumps to them.
-    let id = if verb == Command::Gc { "" } else { "Gone-1" };
-    for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
-        cni_tests::testkit::Call::new(plugin, verb, conf.clone())
-            .container(id, "eth0", None)
-            .run_in(&host)
-            .unwrap_or_else(|e| panic!("{plugin} {verb:?}: {e}"));
-    }
+    ours(&host, verb, "pm-br19", "10.80.19.0/24", &data);
     let after = nat(&host, &save);
     for c in &gone {
         assert!(!after.contains(c.as_str()), "{c} left: {after}");
@@ -119,10 +124,7 @@ fn removes_only_the_deleted_attachments_chains(variant: &str, verb: Command) {
     }
     assert!(after.contains("-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"));
     // Again: nothing found, success.
-    cni_tests::testkit::Call::new("portmap", verb, portmap)
-        .container(id, "eth0", None)
-        .run_in(&host)
-        .unwrap();
+    ours(&host, verb, "pm-br19", "10.80.19.0/24", &data);
     assert_eq!(nat(&host, &save), after);
 }
 
@@ -255,25 +257,7 @@ fn reference_nftables_rules_go(verb: Command) {
         assert_eq!(reference_nft_comments(&host).len(), 311);
     }
     let data = TempDir::new("pm-sw-nft");
-    let mut bridge = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "bridge",
-        "bridge": "pm-br21", "ipMasq": true,
-        "ipam": {"type": "host-local", "dataDir": data.path(),
-                 "ranges": [[{"subnet": "10.80.21.0/24"}]]}});
-    let mut portmap = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
-        "runtimeConfig": {"portMappings": [
-            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
-    if verb == Command::Gc {
-        let valid = json!([{"containerID": "Stays-2", "ifname": "eth0"}]);
-        bridge["cni.dev/valid-attachments"] = valid.clone();
-        portmap["cni.dev/valid-attachments"] = valid;
-    }
-    let id = if verb == Command::Gc { "" } else { "Gone-1" };
-    for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
-        cni_tests::testkit::Call::new(plugin, verb, conf.clone())
-            .container(id, "eth0", None)
-            .run_in(&host)
-            .unwrap_or_else(|e| panic!("{plugin} {verb:?}: {e}"));
-    }
+    ours(&host, verb, "pm-br21", "10.80.21.0/24", &data);
     let after = reference_nft_comments(&host);
     // Masquerade: the rules of pmnet's Gone-1 on eth0 go, also by GC; othernet's stay.
     let masq_gone = "inet cni_plugins_masquerade: 283a4b7588489c88-96fbfd7b3328237e";
@@ -301,12 +285,7 @@ fn reference_nftables_rules_go(verb: Command) {
         );
     }
     // Again: nothing found, success, nothing changed.
-    for (plugin, conf) in [("portmap", &portmap), ("bridge", &bridge)] {
-        cni_tests::testkit::Call::new(plugin, verb, conf.clone())
-            .container(id, "eth0", None)
-            .run_in(&host)
-            .unwrap_or_else(|e| panic!("{plugin} {verb:?} again: {e}"));
-    }
+    ours(&host, verb, "pm-br21", "10.80.21.0/24", &data);
     assert_eq!(reference_nft_comments(&host), after);
 }
 
