@@ -102,6 +102,7 @@ fn masquerade_with(backend: &str) {
     call_if(&host, Command::Del, &c, "m2", "eth0", Some(&path)).unwrap();
     let now = rules();
     assert!(!now.contains("cni:brnet/"), "{now}");
+    assert!(!now.contains(":CNI-M-"), "the chains went too: {now}");
     call_if(&host, Command::Del, &c, "m2", "eth0", Some(&path)).unwrap();
     assert!(super::leases(&data).is_empty());
 }

@@ -135,6 +135,11 @@ fn check_and_del_with(backend: &'static str, n: u8) {
     env.call("portmap", Command::Del, &bare, "hand", None)
         .unwrap();
     assert!(!env.rules().contains("cni:pmnet/hand/"), "{}", env.rules());
+    assert!(
+        !env.rules().contains(":CNI-HP-"),
+        "the chain went too: {}",
+        env.rules()
+    );
     env.call("portmap", Command::Del, &bare, "hand", None)
         .unwrap();
     env.call("bridge", Command::Del, &env.bridge, "hand", Some(c1.path()))

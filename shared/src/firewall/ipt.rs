@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::error::{CniError, Result};
+use crate::firewall::nftrule;
 use crate::firewall::nftset::{IPV4, IPV6, SUBSYS_NFTABLES};
 use crate::nfnl::{Attrs, Nfnl, NLM_F_ACK, NLM_F_REQUEST};
 
@@ -103,6 +104,16 @@ impl Ipt {
                 }
             }),
         }
+    }
+
+    /// Whether these tools are iptables-nft (their binary, links followed, is
+    /// `xtables-nft-multi` or named `*-nft*`), so that their `nat` table is nf_tables'
+    /// `ip`/`ip6 nat` and [`nft_delete`] can change it without a process. False when unsure.
+    pub fn is_nft(&self) -> bool {
+        std::fs::canonicalize(&self.cmd)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().contains("nft")))
+            .unwrap_or(false)
     }
 
     fn name(&self) -> &'static str {
@@ -245,6 +256,45 @@ pub fn legacy_nat_loaded(v6: bool) -> bool {
 /// is a process, 2–4 ms).
 pub fn nat_chain_may_exist(nl: Option<&mut Nfnl>, v6: bool, chain: &str) -> bool {
     nft_nat_lookup(nl, v6, Some(chain)) != Some(false) || legacy_nat_loaded(v6)
+}
+
+/// In iptables-nft's `nat` table of the family, straight through nf_tables in one transaction:
+/// delete the rules of chain `parent` whose comment is `tag` (an attachment's entries or jumps;
+/// none when `parent` is empty), then `chains` (their rules, then themselves).
+///
+/// No process: each iptables-nft process that deletes something exits only after an RCU grace
+/// period (its netfilter socket's release waits for the kernel's destroy work, 10–20 ms on the
+/// development VM), and this socket's close is left to the exit child ([`crate::detach`]).
+/// What is gone already is no error: the rules are listed, and the chains looked up, again when
+/// ENOENT refused the transaction (something vanished meanwhile), at most three times in all.
+pub fn nft_delete(
+    nl: &mut Nfnl,
+    v6: bool,
+    parent: &str,
+    tag: &str,
+    chains: &[&str],
+) -> std::result::Result<(), crate::nfnl::NlErr> {
+    let family = if v6 { IPV6 } else { IPV4 };
+    let mut tries = 0;
+    loop {
+        let tagged: Vec<nftrule::Rule> = if parent.is_empty() {
+            Vec::new()
+        } else {
+            nftrule::list(nl, family, "nat", Some(parent))?
+                .into_iter()
+                .filter(|r| r.comment.as_deref() == Some(tag))
+                .collect()
+        };
+        let present: Vec<&str> = chains
+            .iter()
+            .copied()
+            .filter(|c| nft_nat_lookup(Some(&mut *nl), v6, Some(c)) != Some(false))
+            .collect();
+        match nftrule::delete(nl, family, "nat", &tagged, &present) {
+            Err(e) if e.is_missing() && tries < 2 => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 /// The restore input removing rules (`-S` lines, `-A …`) and chains of the `nat` table.

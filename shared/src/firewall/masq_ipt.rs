@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
-use super::ipt::{del_input, nat_chain_may_exist, option_value, Ipt};
+use super::ipt::{del_input, nat_chain_may_exist, nft_delete, option_value, Ipt};
 use super::tag::Tag;
 use super::{subnet_of, Masquerade};
 use crate::error::{CniError, Result};
@@ -180,7 +180,13 @@ impl Masquerade for IptMasq {
                 }
                 Err(e) => return Err(e),
             };
-            if let Err(e) = remove_chain(&ipt, tag) {
+            // iptables-nft: the jumps (found by tag) and the chain through nf_tables, no process.
+            let removed = match nl.as_mut() {
+                Some(nl) if ipt.is_nft() => nft_delete(nl, v6, DISPATCH, tag.as_str(), &[&chain])
+                    .map_err(|e| e.cni(&format!("ipMasqBackend iptables: removing {chain}"))),
+                _ => remove_chain(&ipt, tag),
+            };
+            if let Err(e) = removed {
                 first_err.get_or_insert(e);
             }
         }

@@ -78,6 +78,7 @@ pub mod masq_nft_script;
 pub mod nftelem;
 pub mod nftexec;
 pub mod nftjson;
+pub mod nftrule;
 pub mod nftset;
 pub mod reference;
 pub mod tag;

@@ -12,10 +12,10 @@ use super::ipt_rules::{
 };
 use super::{in_use, DelHint, Flush, Forward, HostPorts, Mark, Options, Published};
 use crate::error::{CniError, Result};
-use crate::firewall::ipt::{del_input, nat_chain_may_exist, Ipt};
+use crate::firewall::ipt::{del_input, nat_chain_may_exist, nft_delete, Ipt};
 use crate::firewall::Tag;
 use crate::lock::FileLock;
-use crate::nfnl::Nfnl;
+use crate::nfnl::{Nfnl, NlErr};
 
 const SETUP_LOCK: &str = "/run/cni/portmap-iptables.lock";
 
@@ -146,19 +146,16 @@ impl IptHostPorts {
     }
 }
 
-/// Remove the given entries and chains of one family in the two steps of [`HostPorts::del`]:
-/// the entries of the shared chain, `flush` with what the chains forwarded (but what a rule
-/// listed with a zero count forwarded: nothing), the chains — in one step when there is nothing
-/// to flush. Each chain comes with its rules as listed. What the chains forwarded.
-fn remove(
-    ipt: &Ipt,
-    entries: &[Rule],
-    chains: &[(String, Vec<Rule>)],
-    flush: &mut Flush,
-) -> Result<Vec<Published>> {
+/// What the DNAT rules among `rules` (of one family's chains, as listed) forward, and the
+/// part of it whose connections need flushing: a DNAT rule listed with a zero count NATed no
+/// connection, so it left no conntrack entry (no walk of the connection table, ~11 ms, for it).
+fn forwarded<'a>(
+    v6: bool,
+    rules: impl Iterator<Item = &'a Rule>,
+) -> (Vec<Published>, Vec<Published>) {
     let mut published = Vec::new();
     let mut flushed = Vec::new();
-    for r in chains.iter().flat_map(|(_, rules)| rules) {
+    for r in rules {
         if let Some((ip, port)) = r.to {
             let p = Published {
                 mapping: super::Mapping {
@@ -166,16 +163,28 @@ fn remove(
                     ..r.mapping
                 },
                 target: Some(ip),
-                v6: ipt.v6,
+                v6,
             };
-            // A DNAT rule listed with a zero count NATed no connection, so it left no
-            // conntrack entry: no walk of the connection table (~11 ms) for it.
             if r.packets != Some(0) {
                 flushed.push(p);
             }
             published.push(p);
         }
     }
+    (published, flushed)
+}
+
+/// Remove the given entries and chains of one family in the two steps of [`HostPorts::del`]:
+/// the entries of the shared chain, `flush` with what the chains forwarded ([`forwarded`]), the
+/// chains — in one step when there is nothing to flush — through `iptables-restore`. Each chain
+/// comes with its rules as listed. What the chains forwarded.
+fn remove(
+    ipt: &Ipt,
+    entries: &[Rule],
+    chains: &[(String, Vec<Rule>)],
+    flush: &mut Flush,
+) -> Result<Vec<Published>> {
+    let (published, flushed) = forwarded(ipt.v6, chains.iter().flat_map(|(_, rules)| rules));
     let lines: Vec<String> = entries.iter().map(|e| e.line.clone()).collect();
     let names: Vec<String> = chains.iter().map(|(c, _)| c.clone()).collect();
     // Nothing to flush between the steps: one transaction. (Each iptables-nft process that
@@ -209,6 +218,32 @@ fn remove(
     Ok(published)
 }
 
+/// [`remove`] for one attachment (its entries, found by tag, and its chain `chain`, whose rules
+/// are `own`) in iptables-nft's table, straight through nf_tables: no process.
+fn remove_nft(
+    nl: &mut Nfnl,
+    v6: bool,
+    tag: &Tag,
+    chain: &str,
+    own: &[Rule],
+    flush: &mut Flush,
+) -> Result<Vec<Published>> {
+    let (published, flushed) = forwarded(v6, own.iter());
+    let what = |e: NlErr| {
+        e.cni(&format!(
+            "backend iptables: removing {chain} and its entries"
+        ))
+    };
+    if flushed.is_empty() {
+        nft_delete(nl, v6, DNAT_CHAIN, tag.as_str(), &[chain]).map_err(what)?;
+    } else {
+        nft_delete(nl, v6, DNAT_CHAIN, tag.as_str(), &[]).map_err(what)?;
+        flush(&flushed);
+        nft_delete(nl, v6, "", "", &[chain]).map_err(what)?;
+    }
+    Ok(published)
+}
+
 impl HostPorts for IptHostPorts {
     fn add(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
         for f in fwds.iter().filter(|f| !f.mappings.is_empty()) {
@@ -238,11 +273,15 @@ impl HostPorts for IptHostPorts {
             let Some(own) = ipt.list_chain_counted("nat", &chain)? else {
                 continue;
             };
+            let own: Vec<Rule> = own.iter().filter_map(|l| parse_rule(l)).collect();
+            if let (true, Some(nl)) = (ipt.is_nft(), nl.as_mut()) {
+                published.extend(remove_nft(nl, v6, tag, &chain, &own, flush)?);
+                continue;
+            }
             let entries: Vec<Rule> = rules(&ipt, DNAT_CHAIN)?
                 .into_iter()
                 .filter(|e| e.tag == tag.as_str())
                 .collect();
-            let own = own.iter().filter_map(|l| parse_rule(l)).collect();
             published.extend(remove(&ipt, &entries, &[(chain.clone(), own)], flush)?);
         }
         Ok(published)

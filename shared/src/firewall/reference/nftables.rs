@@ -23,30 +23,16 @@ use sha2::{Digest, Sha512};
 
 use super::Leftover;
 use crate::error::Result;
-use crate::firewall::nftset::{comment_of, INET, IPV4, IPV6, SUBSYS_NFTABLES};
-use crate::nfnl::{attr, str_of, Attrs, Nfnl, NlErr, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::firewall::nftrule::{self, Rule};
+use crate::firewall::nftset::{INET, IPV4, IPV6};
+use crate::nfnl::{Nfnl, NlErr};
 use crate::skel::Request;
 use crate::spec::config::GcAttachment;
-
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_USERDATA: u16 = 7;
 
 const MASQ_TABLE: &str = "cni_plugins_masquerade";
 const MASQ_CHAIN: &str = "masq_checks";
 const HOSTPORT_TABLE: &str = "cni_hostport";
 const HOSTPORT_CHAINS: [&str; 3] = ["hostports", "hostip_hostports", "masquerading"];
-
-/// One rule as the kernel lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rule {
-    chain: String,
-    handle: u64,
-    comment: Option<String>,
-}
 
 /// The reference's `hashForNetwork` / the halves of its `hashForInstance`.
 fn h16(s: &str) -> String {
@@ -64,51 +50,6 @@ fn masq_instance(network: &str, ifname: &str, container_id: &str) -> String {
         h16(network),
         h16(&format!("{ifname}:{container_id}"))
     )
-}
-
-/// Every rule of `table` (of `family`); empty when the table, or nf_tables, is not there.
-fn rules(nl: &mut Nfnl, family: u8, table: &str) -> std::result::Result<Vec<Rule>, NlErr> {
-    let mut a = Attrs::new();
-    a.put_str(NFTA_RULE_TABLE, table);
-    let msg = (SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
-    let replies = match nl.request(msg, NLM_F_REQUEST | NLM_F_DUMP, family, &a.0) {
-        Ok(r) => r,
-        Err(e) if e.is_missing() || e.errno == libc::EOPNOTSUPP => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(replies
-        .iter()
-        .filter_map(|r| parse_rule(&r.attrs))
-        .collect())
-}
-
-fn parse_rule(buf: &[u8]) -> Option<Rule> {
-    let handle = attr(buf, NFTA_RULE_HANDLE)?;
-    Some(Rule {
-        chain: str_of(attr(buf, NFTA_RULE_CHAIN)?),
-        handle: u64::from_be_bytes(handle.try_into().ok()?),
-        comment: attr(buf, NFTA_RULE_USERDATA).and_then(comment_of),
-    })
-}
-
-/// Delete `doomed` (rules of `table`) in one transaction.
-fn delete(
-    nl: &mut Nfnl,
-    family: u8,
-    table: &str,
-    doomed: &[Rule],
-) -> std::result::Result<(), NlErr> {
-    let msgs: Vec<_> = doomed
-        .iter()
-        .map(|r| {
-            let mut a = Attrs::new();
-            a.put_str(NFTA_RULE_TABLE, table)
-                .put_str(NFTA_RULE_CHAIN, &r.chain)
-                .put(NFTA_RULE_HANDLE, &r.handle.to_be_bytes());
-            ((SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE, 0, family, a.0)
-        })
-        .collect();
-    nl.batch(SUBSYS_NFTABLES, &msgs)
 }
 
 /// Rules per transaction: when one vanished meanwhile, the kernel answers each missing one
@@ -136,7 +77,7 @@ fn remove_where(
     let mut removed = Vec::new();
     let mut tries = 0;
     loop {
-        let doomed: Vec<Rule> = rules(nl, family, table)
+        let doomed: Vec<Rule> = nftrule::list(nl, family, table, None)
             .map_err(what)?
             .into_iter()
             .filter(|r| pick(r))
@@ -145,7 +86,7 @@ fn remove_where(
         if doomed.is_empty() {
             return Ok(removed);
         }
-        match delete(nl, family, table, &doomed) {
+        match nftrule::delete(nl, family, table, &doomed, &[]) {
             Err(e) if e.is_missing() && tries < 2 => tries += 1,
             Err(e) => return Err(what(e)),
             Ok(()) => {
@@ -233,27 +174,5 @@ mod tests {
             "283a4b7588489c88-96fbfd7b3328237e"
         );
         assert_eq!(h16("othernet"), "0e0993d3a5cba48c");
-    }
-
-    #[test]
-    fn parses_a_rule() {
-        let mut udata = vec![0u8, 7];
-        udata.extend_from_slice(b"Gone-1\0");
-        let mut a = Attrs::new();
-        a.put_str(NFTA_RULE_TABLE, "cni_hostport")
-            .put_str(NFTA_RULE_CHAIN, "hostports")
-            .put(NFTA_RULE_HANDLE, &9u64.to_be_bytes())
-            .put(NFTA_RULE_USERDATA, &udata);
-        assert_eq!(
-            parse_rule(&a.0),
-            Some(Rule {
-                chain: "hostports".into(),
-                handle: 9,
-                comment: Some("Gone-1".into())
-            })
-        );
-        let mut bare = Attrs::new();
-        bare.put_str(NFTA_RULE_CHAIN, "hostports");
-        assert_eq!(parse_rule(&bare.0), None, "no handle");
     }
 }

@@ -1,0 +1,163 @@
+//! Rules of an nf_tables table straight from the kernel: list them (`NFT_MSG_GETRULE`, one
+//! dump) with each rule's chain, handle and comment, and delete rules by handle and whole
+//! chains (`NFT_MSG_DELRULE`, `NFT_MSG_DELCHAIN`) in one transaction — no process, no ruleset
+//! cache. The comment is nft's (the rule's user data) or, in a rule iptables-nft made, its
+//! `-m comment` (an xt `comment` match).
+//!
+//! Used for what others made: the reference plugins' nftables rules
+//! ([`super::reference`]), and iptables-nft's `nat` table where our iptables backends delete
+//! an attachment's rules ([`super::ipt::nft_delete`]).
+
+use crate::firewall::nftset::{comment_of, SUBSYS_NFTABLES};
+use crate::nfnl::{attr, attrs, str_of, Attrs, Nfnl, NlErr, NLM_F_DUMP, NLM_F_REQUEST};
+
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_MATCH_NAME: u16 = 1;
+const NFTA_MATCH_INFO: u16 = 3;
+
+/// One rule as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub chain: String,
+    pub handle: u64,
+    pub comment: Option<String>,
+}
+
+/// The rules of `table` (of `family`), of chain `chain` only when given; empty when the
+/// table, the chain or nf_tables is not there.
+pub fn list(
+    nl: &mut Nfnl,
+    family: u8,
+    table: &str,
+    chain: Option<&str>,
+) -> Result<Vec<Rule>, NlErr> {
+    let mut a = Attrs::new();
+    a.put_str(NFTA_RULE_TABLE, table);
+    if let Some(c) = chain {
+        a.put_str(NFTA_RULE_CHAIN, c);
+    }
+    let msg = (SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
+    let replies = match nl.request(msg, NLM_F_REQUEST | NLM_F_DUMP, family, &a.0) {
+        Ok(r) => r,
+        Err(e) if e.is_missing() || e.errno == libc::EOPNOTSUPP => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(replies.iter().filter_map(|r| parse(&r.attrs)).collect())
+}
+
+fn parse(buf: &[u8]) -> Option<Rule> {
+    let handle = attr(buf, NFTA_RULE_HANDLE)?;
+    let comment = attr(buf, NFTA_RULE_USERDATA)
+        .and_then(comment_of)
+        .or_else(|| attr(buf, NFTA_RULE_EXPRESSIONS).and_then(xt_comment));
+    Some(Rule {
+        chain: str_of(attr(buf, NFTA_RULE_CHAIN)?),
+        handle: u64::from_be_bytes(handle.try_into().ok()?),
+        comment,
+    })
+}
+
+/// The text of an xt `comment` match among a rule's expressions (iptables-nft's
+/// `-m comment --comment`; its info is the NUL-terminated text).
+fn xt_comment(exprs: &[u8]) -> Option<String> {
+    attrs(exprs)
+        .filter(|(k, _)| *k == NFTA_LIST_ELEM)
+        .filter(|(_, e)| attr(e, NFTA_EXPR_NAME).map(str_of).as_deref() == Some("match"))
+        .filter_map(|(_, e)| attr(e, NFTA_EXPR_DATA))
+        .find(|d| attr(d, NFTA_MATCH_NAME).map(str_of).as_deref() == Some("comment"))
+        .and_then(|d| attr(d, NFTA_MATCH_INFO))
+        .map(str_of)
+}
+
+/// Delete `rules` (of `table`) by handle, then each of `chains` (its rules, then itself), in
+/// one transaction: all or nothing. ENOENT when one of them is gone already.
+pub fn delete(
+    nl: &mut Nfnl,
+    family: u8,
+    table: &str,
+    rules: &[Rule],
+    chains: &[&str],
+) -> Result<(), NlErr> {
+    let mut msgs: Vec<(u16, u16, u8, Vec<u8>)> = Vec::new();
+    for r in rules {
+        let mut a = Attrs::new();
+        a.put_str(NFTA_RULE_TABLE, table)
+            .put_str(NFTA_RULE_CHAIN, &r.chain)
+            .put(NFTA_RULE_HANDLE, &r.handle.to_be_bytes());
+        msgs.push(((SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE, 0, family, a.0));
+    }
+    for c in chains {
+        // A rule deletion without a handle empties the chain.
+        let mut flush = Attrs::new();
+        flush
+            .put_str(NFTA_RULE_TABLE, table)
+            .put_str(NFTA_RULE_CHAIN, c);
+        msgs.push(((SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE, 0, family, flush.0));
+        let mut del = Attrs::new();
+        del.put_str(NFTA_CHAIN_TABLE, table)
+            .put_str(NFTA_CHAIN_NAME, c);
+        msgs.push(((SUBSYS_NFTABLES << 8) | NFT_MSG_DELCHAIN, 0, family, del.0));
+    }
+    nl.batch(SUBSYS_NFTABLES, &msgs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_rule_with_either_comment() {
+        let mut udata = vec![0u8, 7];
+        udata.extend_from_slice(b"Gone-1\0");
+        let mut a = Attrs::new();
+        a.put_str(NFTA_RULE_TABLE, "cni_hostport")
+            .put_str(NFTA_RULE_CHAIN, "hostports")
+            .put(NFTA_RULE_HANDLE, &9u64.to_be_bytes())
+            .put(NFTA_RULE_USERDATA, &udata);
+        assert_eq!(
+            parse(&a.0),
+            Some(Rule {
+                chain: "hostports".into(),
+                handle: 9,
+                comment: Some("Gone-1".into())
+            })
+        );
+        // iptables-nft: `-m comment` as an xt match, its info padded to 256 bytes.
+        let mut info = b"cni:n/c/eth0".to_vec();
+        info.resize(256, 0);
+        let mut x = Attrs::new();
+        x.put_str(NFTA_RULE_CHAIN, "CNI-HOSTPORT-DNAT")
+            .put(NFTA_RULE_HANDLE, &4u64.to_be_bytes())
+            .nest(NFTA_RULE_EXPRESSIONS, |l| {
+                l.nest(NFTA_LIST_ELEM, |e| {
+                    e.put_str(NFTA_EXPR_NAME, "counter");
+                })
+                .nest(NFTA_LIST_ELEM, |e| {
+                    e.put_str(NFTA_EXPR_NAME, "match")
+                        .nest(NFTA_EXPR_DATA, |d| {
+                            d.put_str(NFTA_MATCH_NAME, "comment")
+                                .put(NFTA_MATCH_INFO, &info);
+                        });
+                });
+            });
+        assert_eq!(
+            parse(&x.0).and_then(|r| r.comment).as_deref(),
+            Some("cni:n/c/eth0")
+        );
+        let mut bare = Attrs::new();
+        bare.put_str(NFTA_RULE_CHAIN, "hostports");
+        assert_eq!(parse(&bare.0), None, "no handle");
+    }
+}
