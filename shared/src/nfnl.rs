@@ -45,6 +45,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Nfnl {
     sock: ManuallyDrop<Socket>,
     seq: u32,
+    /// Whether dropping keeps it open until exit (see the module doc); [`Nfnl::close_now`].
+    linger: bool,
 }
 
 /// Sockets dropped but kept open until exit (see the module doc); beyond this many, a dropped
@@ -63,6 +65,9 @@ impl Drop for Nfnl {
     fn drop(&mut self) {
         // SAFETY: `sock` is taken exactly once, here, and never used again.
         let sock = unsafe { ManuallyDrop::take(&mut self.sock) };
+        if !self.linger {
+            return;
+        }
         if let Ok(mut l) = LINGERING.lock() {
             if l.len() < LINGER_MAX {
                 l.push(sock);
@@ -137,7 +142,16 @@ impl Nfnl {
         Ok(Nfnl {
             sock: ManuallyDrop::new(sock),
             seq: 1,
+            linger: true,
         })
+    }
+
+    /// Close the socket now rather than at exit: after deletions, this waits for the kernel's
+    /// nf_tables destroy work (an RCU grace period). For a caller whose next netfilter user is
+    /// likely another process (an `iptables` run by the next ADD), which would otherwise wait
+    /// for the same work when it exits.
+    pub fn close_now(mut self) {
+        self.linger = false;
     }
 
     /// Send one datagram.

@@ -165,6 +165,7 @@ impl Masquerade for IptMasq {
     fn del(&self, tag: &Tag, _hints: &[IpAddr]) -> Result<()> {
         let chain = chain_name(tag);
         let mut nl = Nfnl::open().ok();
+        let mut deleted = false;
         let mut first_err = None;
         for v6 in [false, true] {
             // No chain of ours in this family: nothing to list (a process) or remove.
@@ -182,13 +183,21 @@ impl Masquerade for IptMasq {
             };
             // iptables-nft: the jumps (found by tag) and the chain through nf_tables, no process.
             let removed = match nl.as_mut() {
-                Some(nl) if ipt.is_nft() => nft_delete(nl, v6, DISPATCH, tag.as_str(), &[&chain])
-                    .map_err(|e| e.cni(&format!("ipMasqBackend iptables: removing {chain}"))),
+                Some(nl) if ipt.is_nft() => {
+                    deleted = true;
+                    nft_delete(nl, v6, DISPATCH, tag.as_str(), &[&chain])
+                        .map_err(|e| e.cni(&format!("ipMasqBackend iptables: removing {chain}")))
+                }
                 _ => remove_chain(&ipt, tag),
             };
             if let Err(e) = removed {
                 first_err.get_or_insert(e);
             }
+        }
+        // The kernel's destroy work of those deletions is waited for here, as with
+        // `iptables-restore` (see the host port driver's DEL).
+        if let (true, Some(nl)) = (deleted, nl) {
+            nl.close_now();
         }
         first_err.map_or(Ok(()), Err)
     }

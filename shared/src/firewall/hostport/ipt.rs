@@ -255,6 +255,7 @@ impl HostPorts for IptHostPorts {
     fn del(&self, tag: &Tag, _hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
         let chain = chain_name(tag);
         let mut nl = Nfnl::open().ok();
+        let mut deleted = false;
         let mut published = Vec::new();
         for v6 in [false, true] {
             // The entries jump to the chain (iptables keeps no jump to a missing chain): no
@@ -276,6 +277,7 @@ impl HostPorts for IptHostPorts {
             let own: Vec<Rule> = own.iter().filter_map(|l| parse_rule(l)).collect();
             if let (true, Some(nl)) = (ipt.is_nft(), nl.as_mut()) {
                 published.extend(remove_nft(nl, v6, tag, &chain, &own, flush)?);
+                deleted = true;
                 continue;
             }
             let entries: Vec<Rule> = rules(&ipt, DNAT_CHAIN)?
@@ -283,6 +285,12 @@ impl HostPorts for IptHostPorts {
                 .filter(|e| e.tag == tag.as_str())
                 .collect();
             published.extend(remove(&ipt, &entries, &[(chain.clone(), own)], flush)?);
+        }
+        // Wait here for the kernel's destroy work of those deletions (a grace period), as an
+        // `iptables-restore` would at its exit: left to the exit child, it would fall on the
+        // next ADD's iptables processes, which wait for it when they close their sockets.
+        if let (true, Some(nl)) = (deleted, nl) {
+            nl.close_now();
         }
         Ok(published)
     }
