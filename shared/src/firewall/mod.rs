@@ -47,8 +47,7 @@
 //! (ip6tables alike with `ff00::/8`.) The per-attachment chain's name is a function of the tag, so
 //! DEL lists just that chain — or, with iptables-nft, lists nothing: it deletes the jumps
 //! (by their comment) and the chain straight through nf_tables ([`ipt::nft_delete`],
-//! [`nftrule`]), since an `iptables-restore` that deleted something exits only after an RCU
-//! grace period. Only our chains are ever declared in a restore file (declaring a chain flushes
+//! [`nftrule`]), no process. Only our chains are ever declared in a restore file (declaring a chain flushes
 //! it), so kube-proxy's and Docker's chains are never touched.
 //!
 //! # MAC spoof check (nftables only, see [`macspoof`])
