@@ -146,6 +146,14 @@ impl Nfnl {
         })
     }
 
+    /// [`Nfnl::open`] for work that can do without the socket: `None` (said in the debug log)
+    /// when it cannot be had.
+    pub fn open_optional() -> Option<Nfnl> {
+        Nfnl::open()
+            .map_err(|e| tracing::debug!("no netfilter socket: {}", e.what))
+            .ok()
+    }
+
     /// Close the socket now rather than at exit: after deletions, this waits for the kernel's
     /// nf_tables destroy work (an RCU grace period). For a caller whose next netfilter user is
     /// likely another process (an `iptables` run by the next ADD), which would otherwise wait

@@ -7,14 +7,8 @@ use std::process::{Command, Stdio};
 
 use crate::error::{CniError, Result};
 use crate::firewall::nftrule;
-use crate::firewall::nftset::{IPV4, IPV6, SUBSYS_NFTABLES};
-use crate::nfnl::{Attrs, Nfnl, NLM_F_ACK, NLM_F_REQUEST};
-
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
+use crate::firewall::nftset::{IPV4, IPV6};
+use crate::nfnl::Nfnl;
 
 /// Which iptables: the one over nf_tables (`iptables-nft`, the default of current
 /// distributions) or the legacy x_tables one (`iptables-legacy`).
@@ -210,32 +204,17 @@ impl Ipt {
 }
 
 /// What nf_tables says of `chain` in iptables-nft's `nat` table of the family (of the table
-/// itself when `chain` is `None`), in the current namespace, with one request and no process:
-/// `Some(true)` it exists, `Some(false)` it does not (nor does the table, or nf_tables), `None`
-/// it could not be asked.
+/// itself when `chain` is `None`), in the current namespace, with one request and no process
+/// ([`nftrule::exists`]); `None` without a socket.
 pub fn nft_nat_lookup(nl: Option<&mut Nfnl>, v6: bool, chain: Option<&str>) -> Option<bool> {
-    let nl = nl?;
-    let mut a = Attrs::new();
-    let msg = match chain {
-        Some(c) => {
-            a.put_str(NFTA_CHAIN_TABLE, "nat")
-                .put_str(NFTA_CHAIN_NAME, c);
-            NFT_MSG_GETCHAIN
-        }
-        None => {
-            a.put_str(NFTA_TABLE_NAME, "nat");
-            NFT_MSG_GETTABLE
-        }
-    };
-    let family = if v6 { IPV6 } else { IPV4 };
-    let msg = (SUBSYS_NFTABLES << 8) | msg;
-    match nl.request(msg, NLM_F_REQUEST | NLM_F_ACK, family, &a.0) {
-        Ok(_) => Some(true),
-        Err(e) if e.is_missing() || e.errno == libc::EOPNOTSUPP => Some(false),
-        Err(e) => {
-            tracing::debug!("looking up nf_tables nat {chain:?}: {}", e.what);
-            None
-        }
+    nftrule::exists(nl?, family(v6), "nat", chain)
+}
+
+fn family(v6: bool) -> u8 {
+    if v6 {
+        IPV6
+    } else {
+        IPV4
     }
 }
 
@@ -260,13 +239,12 @@ pub fn nat_chain_may_exist(nl: Option<&mut Nfnl>, v6: bool, chain: &str) -> bool
 
 /// In iptables-nft's `nat` table of the family, straight through nf_tables in one transaction:
 /// delete the rules of chain `parent` whose comment is `tag` (an attachment's entries or jumps;
-/// none when `parent` is empty), then `chains` (their rules, then themselves).
+/// none when `parent` is empty), then `chains` (their rules, then themselves); what is gone
+/// already is no error ([`nftrule::delete_where`]).
 ///
 /// No process: each iptables-nft process that deletes something exits only after an RCU grace
 /// period (its netfilter socket's release waits for the kernel's destroy work, 10–20 ms on the
-/// development VM), and this socket's close is left to the exit child ([`crate::detach`]).
-/// What is gone already is no error: the rules are listed, and the chains looked up, again when
-/// ENOENT refused the transaction (something vanished meanwhile), at most three times in all.
+/// development VM). The caller decides who waits for that work: see [`Nfnl::close_now`].
 pub fn nft_delete(
     nl: &mut Nfnl,
     v6: bool,
@@ -274,27 +252,13 @@ pub fn nft_delete(
     tag: &str,
     chains: &[&str],
 ) -> std::result::Result<(), crate::nfnl::NlErr> {
-    let family = if v6 { IPV6 } else { IPV4 };
-    let mut tries = 0;
-    loop {
-        let tagged: Vec<nftrule::Rule> = if parent.is_empty() {
-            Vec::new()
-        } else {
-            nftrule::list(nl, family, "nat", Some(parent))?
-                .into_iter()
-                .filter(|r| r.comment.as_deref() == Some(tag))
-                .collect()
-        };
-        let present: Vec<&str> = chains
-            .iter()
-            .copied()
-            .filter(|c| nft_nat_lookup(Some(&mut *nl), v6, Some(c)) != Some(false))
-            .collect();
-        match nftrule::delete(nl, family, "nat", &tagged, &present) {
-            Err(e) if e.is_missing() && tries < 2 => tries += 1,
-            r => return r,
-        }
-    }
+    let listing = if parent.is_empty() {
+        nftrule::Listing::Nothing
+    } else {
+        nftrule::Listing::Chain(parent)
+    };
+    let tagged = |r: &nftrule::Rule| r.comment.as_deref() == Some(tag);
+    nftrule::delete_where(nl, family(v6), "nat", listing, tagged, chains).map(drop)
 }
 
 /// The restore input removing rules (`-S` lines, `-A …`) and chains of the `nat` table.

@@ -164,7 +164,7 @@ impl Masquerade for IptMasq {
 
     fn del(&self, tag: &Tag, _hints: &[IpAddr]) -> Result<()> {
         let chain = chain_name(tag);
-        let mut nl = Nfnl::open().ok();
+        let mut nl = Nfnl::open_optional();
         let mut deleted = false;
         let mut first_err = None;
         for v6 in [false, true] {

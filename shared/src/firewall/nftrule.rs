@@ -9,8 +9,11 @@
 //! an attachment's rules ([`super::ipt::nft_delete`]).
 
 use crate::firewall::nftset::{comment_of, SUBSYS_NFTABLES};
-use crate::nfnl::{attr, attrs, str_of, Attrs, Nfnl, NlErr, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nfnl::{attr, attrs, str_of, Attrs, Nfnl, NlErr, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFTA_TABLE_NAME: u16 = 1;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_DELCHAIN: u16 = 5;
@@ -79,6 +82,98 @@ fn xt_comment(exprs: &[u8]) -> Option<String> {
         .find(|d| attr(d, NFTA_MATCH_NAME).map(str_of).as_deref() == Some("comment"))
         .and_then(|d| attr(d, NFTA_MATCH_INFO))
         .map(str_of)
+}
+
+/// Whether `table` (of `family`) exists — or, with `chain`, that chain in it — asked with one
+/// request: `Some(true)`, `Some(false)` (also when nf_tables itself is not there), `None` when
+/// it could not be asked.
+pub fn exists(nl: &mut Nfnl, family: u8, table: &str, chain: Option<&str>) -> Option<bool> {
+    let mut a = Attrs::new();
+    let msg = match chain {
+        Some(c) => {
+            a.put_str(NFTA_CHAIN_TABLE, table)
+                .put_str(NFTA_CHAIN_NAME, c);
+            NFT_MSG_GETCHAIN
+        }
+        None => {
+            a.put_str(NFTA_TABLE_NAME, table);
+            NFT_MSG_GETTABLE
+        }
+    };
+    let msg = (SUBSYS_NFTABLES << 8) | msg;
+    match nl.request(msg, NLM_F_REQUEST | NLM_F_ACK, family, &a.0) {
+        Ok(_) => Some(true),
+        Err(e) if e.is_missing() || e.errno == libc::EOPNOTSUPP => Some(false),
+        Err(e) => {
+            tracing::debug!("looking up nf_tables {table} {chain:?}: {}", e.what);
+            None
+        }
+    }
+}
+
+/// Which rules [`delete_where`] lists to pick from.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing<'a> {
+    /// The whole table's.
+    Table,
+    /// One chain's.
+    Chain(&'a str),
+    /// None: only chains are deleted.
+    Nothing,
+}
+
+/// Rules per transaction in [`delete_where`]: when some vanished meanwhile, the kernel answers
+/// each missing one with an error, and those answers must fit the socket's receive buffer.
+const CHUNK: usize = 128;
+
+/// List the rules of `table` that `pick` chooses and delete them, then `chains` (those still
+/// there), [`CHUNK`] rules per transaction, the chains with the last. What is gone already is no
+/// error: when ENOENT refused a transaction (something vanished meanwhile), the rules are listed
+/// again, at most twice more. The rules deleted.
+pub fn delete_where(
+    nl: &mut Nfnl,
+    family: u8,
+    table: &str,
+    listing: Listing,
+    pick: impl Fn(&Rule) -> bool,
+    chains: &[&str],
+) -> Result<Vec<Rule>, NlErr> {
+    let mut deleted = Vec::new();
+    let mut tries = 0;
+    loop {
+        let picked: Vec<Rule> = match listing {
+            Listing::Table => list(nl, family, table, None)?,
+            Listing::Chain(c) => list(nl, family, table, Some(c))?,
+            Listing::Nothing => Vec::new(),
+        }
+        .into_iter()
+        .filter(|r| pick(r))
+        .collect();
+        let last = picked.len() <= CHUNK;
+        let batch: Vec<Rule> = picked.into_iter().take(CHUNK).collect();
+        let present: Vec<&str> = if last {
+            chains
+                .iter()
+                .copied()
+                .filter(|c| exists(nl, family, table, Some(c)) != Some(false))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if batch.is_empty() && present.is_empty() {
+            return Ok(deleted);
+        }
+        match delete(nl, family, table, &batch, &present) {
+            Err(e) if e.is_missing() && tries < 2 => tries += 1,
+            Err(e) => return Err(e),
+            Ok(()) => {
+                deleted.extend(batch);
+                if last {
+                    return Ok(deleted);
+                }
+            }
+        }
+    }
 }
 
 /// Delete `rules` (of `table`) by handle, then each of `chains` (its rules, then itself), in

@@ -254,7 +254,7 @@ impl HostPorts for IptHostPorts {
 
     fn del(&self, tag: &Tag, _hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
         let chain = chain_name(tag);
-        let mut nl = Nfnl::open().ok();
+        let mut nl = Nfnl::open_optional();
         let mut deleted = false;
         let mut published = Vec::new();
         for v6 in [false, true] {

@@ -29,13 +29,6 @@ pub enum Leftover {
     HostPorts,
 }
 
-/// The netfilter socket of the lookups; `None` (no nf_tables lookups) when it cannot be had.
-fn socket() -> Option<Nfnl> {
-    Nfnl::open()
-        .map_err(|e| tracing::debug!("no netfilter socket: {}", e.what))
-        .ok()
-}
-
 /// Both results, or the first error once both were tried.
 fn both(a: Result<Vec<String>>, b: Result<Vec<String>>) -> Result<Vec<String>> {
     let mut removed = a?;
@@ -47,7 +40,7 @@ fn both(a: Result<Vec<String>>, b: Result<Vec<String>>) -> Result<Vec<String>> {
 /// backends, both families. What was removed, one line each (empty: nothing of the
 /// reference's was there).
 pub fn remove(what: Leftover, req: &Request) -> Result<Vec<String>> {
-    let mut nl = socket();
+    let mut nl = Nfnl::open_optional();
     let ipt = iptables::remove(nl.as_mut(), what, &req.conf.name, &req.container_id);
     both(ipt, nftables::remove(nl.as_mut(), what, req))
 }
@@ -56,7 +49,7 @@ pub fn remove(what: Leftover, req: &Request) -> Result<Vec<String>> {
 /// attachment is not among its valid attachments.
 pub fn gc(what: Leftover, req: &Request) -> Result<Vec<String>> {
     let valid = req.gc_valid_attachments()?;
-    let mut nl = socket();
+    let mut nl = Nfnl::open_optional();
     let ipt = iptables::gc(nl.as_mut(), what, &req.conf.name, &valid);
     both(ipt, nftables::gc(nl.as_mut(), what, req, &valid))
 }

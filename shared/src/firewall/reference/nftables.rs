@@ -23,9 +23,9 @@ use sha2::{Digest, Sha512};
 
 use super::Leftover;
 use crate::error::Result;
-use crate::firewall::nftrule::{self, Rule};
+use crate::firewall::nftrule::{self, Listing, Rule};
 use crate::firewall::nftset::{INET, IPV4, IPV6};
-use crate::nfnl::{Nfnl, NlErr};
+use crate::nfnl::Nfnl;
 use crate::skel::Request;
 use crate::spec::config::GcAttachment;
 
@@ -52,10 +52,6 @@ fn masq_instance(network: &str, ifname: &str, container_id: &str) -> String {
     )
 }
 
-/// Rules per transaction: when one vanished meanwhile, the kernel answers each missing one
-/// with an error, and those answers must fit the socket's receive buffer.
-const CHUNK: usize = 128;
-
 fn family_name(family: u8) -> &'static str {
     match family {
         INET => "inet",
@@ -64,45 +60,28 @@ fn family_name(family: u8) -> &'static str {
     }
 }
 
-/// List `table` and delete the rules `pick` chooses, [`CHUNK`] per transaction; when one
-/// vanished meanwhile (the kernel refuses the whole transaction), list again — at most twice
-/// more. What was removed, one "nftables <family> <table> <chain> <comment>" each.
+/// Delete the rules of `table` that `pick` chooses ([`nftrule::delete_where`]). What was
+/// removed, one "nftables <family> <table> <chain> <comment>" each.
 fn remove_where(
     nl: &mut Nfnl,
     family: u8,
     table: &str,
     pick: impl Fn(&Rule) -> bool,
 ) -> Result<Vec<String>> {
-    let what = |e: NlErr| e.cni(&format!("removing the reference plugin's rules in {table}"));
-    let mut removed = Vec::new();
-    let mut tries = 0;
-    loop {
-        let doomed: Vec<Rule> = nftrule::list(nl, family, table, None)
-            .map_err(what)?
-            .into_iter()
-            .filter(|r| pick(r))
-            .take(CHUNK)
-            .collect();
-        if doomed.is_empty() {
-            return Ok(removed);
-        }
-        match nftrule::delete(nl, family, table, &doomed, &[]) {
-            Err(e) if e.is_missing() && tries < 2 => tries += 1,
-            Err(e) => return Err(what(e)),
-            Ok(()) => {
-                let done: Vec<String> = doomed
-                    .iter()
-                    .map(|r| {
-                        let comment = r.comment.as_deref().unwrap_or_default();
-                        let f = family_name(family);
-                        format!("nftables {f} {table} {} {comment}", r.chain)
-                    })
-                    .collect();
-                tracing::info!(removed = ?done, "removed rules of the reference plugin");
-                removed.extend(done);
-            }
-        }
+    let deleted = nftrule::delete_where(nl, family, table, Listing::Table, pick, &[])
+        .map_err(|e| e.cni(&format!("removing the reference plugin's rules in {table}")))?;
+    let removed: Vec<String> = deleted
+        .iter()
+        .map(|r| {
+            let comment = r.comment.as_deref().unwrap_or_default();
+            let f = family_name(family);
+            format!("nftables {f} {table} {} {comment}", r.chain)
+        })
+        .collect();
+    if !removed.is_empty() {
+        tracing::info!(?removed, "removed rules of the reference plugin");
     }
+    Ok(removed)
 }
 
 /// DEL: the attachment's rules of kind `what`.
