@@ -60,8 +60,13 @@ fn load(host: &Sandbox, tool: &str) -> bool {
     child.wait().is_ok_and(|s| s.success())
 }
 
+/// The `nat` table as `save` prints it, without its comment lines (they carry the time).
 fn nat(host: &Sandbox, save: &str) -> String {
-    String::from_utf8_lossy(&host.exec(save, &["-t", "nat"]).stdout).into_owned()
+    String::from_utf8_lossy(&host.exec(save, &["-t", "nat"]).stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Our portmap, then our bridge (`ipMasq`, bridge `bridge`, IPAM on `subnet`), of network
