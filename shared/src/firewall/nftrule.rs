@@ -8,7 +8,9 @@
 //! ([`super::reference`]), and iptables-nft's `nat` table where our iptables backends delete
 //! an attachment's rules ([`super::ipt::nft_delete`]).
 
-use crate::firewall::nftset::{comment_of, SUBSYS_NFTABLES};
+use crate::firewall::nftset::{
+    comment_of, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, SUBSYS_NFTABLES,
+};
 use crate::nfnl::{attr, attrs, str_of, Attrs, Nfnl, NlErr, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 const NFT_MSG_GETTABLE: u16 = 1;
@@ -24,9 +26,6 @@ const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_MATCH_NAME: u16 = 1;
 const NFTA_MATCH_INFO: u16 = 3;
 
