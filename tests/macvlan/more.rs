@@ -1,4 +1,5 @@
-//! macvlan: L2-only, MAC sources, linkInContainer, bcqueuelen, passthru, vlan, STATUS, GC and
+//! macvlan: L2-only, MAC sources, linkInContainer, bcqueuelen, passthru, vlan, no IPv6
+//! link-local on request, STATUS, GC and
 //! rollback.
 
 use std::time::Duration;
@@ -318,4 +319,36 @@ fn an_add_killed_before_its_rename_leaves_nothing_behind() {
     l.call(Command::Del, &conf, "k1", Some(&c)).unwrap();
     assert!(!c.has_link("eth0"));
     assert_eq!(l.leases(), 0);
+}
+
+#[test]
+fn ipv6_link_local_off_on_request() {
+    let l = Lan::new("mvll");
+    let (c1, c2) = (Sandbox::new("mvll-c1"), Sandbox::new("mvll-c2"));
+    let v4 = l.conf(json!({}));
+    let off = l.conf(json!({"disableIPv6LinkLocal": true}));
+    // The default keeps the kernel's link-local address, as the reference does.
+    l.call(Command::Add, &v4, "c1", Some(&c1)).unwrap();
+    assert!(c1
+        .ip(&["-6", "addr", "show", "dev", "eth0"])
+        .contains("fe80::"));
+
+    // On request, without an IPv6 address: none at all (the kernel would add it as the
+    // interface comes up, so look after that), and IPv4 still works.
+    let r2 = l.call(Command::Add, &off, "c2", Some(&c2)).unwrap();
+    assert!(c2
+        .ip(&["-d", "link", "show", "eth0"])
+        .contains("addrgenmode none"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c2.ip(&["-6", "addr", "show", "dev", "eth0"]), "");
+    assert!(ping(&c2, LAN_IP.parse().unwrap(), PING), "container to LAN");
+    // CHECK holds the interface to it.
+    let check = with_prev(&off, &r2);
+    l.call(Command::Check, &check, "c2", Some(&c2)).unwrap();
+    c2.ip(&["link", "set", "eth0", "addrgenmode", "eui64"]);
+    let e = l.call(Command::Check, &check, "c2", Some(&c2)).unwrap_err();
+    assert!(e.msg.contains("addrgenmode"), "{}", e.msg);
+    l.call(Command::Del, &off, "c2", Some(&c2)).unwrap();
+    l.call(Command::Del, &v4, "c1", Some(&c1)).unwrap();
+    assert!(!c2.has_link("eth0") && !c1.has_link("eth0"));
 }

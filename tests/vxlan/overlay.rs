@@ -1,5 +1,5 @@
 //! Who reaches whom over the overlay: two hosts, a three-host mesh, full-size frames, an IPv6
-//! underlay, multicast group mode.
+//! underlay, multicast group mode, containers without IPv6 link-local on request.
 
 use cni_shared::skel::Command;
 use cni_tests::testkit::Sandbox;
@@ -243,4 +243,35 @@ fn each_host_its_own_gateway() {
     check(&a, &conf_a, &ra, "ca", &ca).unwrap();
     del(&a, &conf_a, "ca", Some(&ca));
     del(&b, &conf_b, "cb", Some(&cb));
+}
+
+#[test]
+fn ipv6_link_local_off_on_request() {
+    let (a, b) = pair("vx-ll");
+    let (ca, cb) = (Sandbox::new("vx-ll-ca"), Sandbox::new("vx-ll-cb"));
+    let base = json!({"underlay": "ul0", "disableIPv6LinkLocal": true});
+    let mut on_a = base.clone();
+    on_a["peers"] = json!([b.v4()]);
+    let mut on_b = base;
+    on_b["peers"] = json!([a.v4()]);
+    let (conf_a, conf_b) = (a.conf(12, on_a), b.conf(12, on_b));
+    let ra = add(&a, &conf_a, "ca", &ca);
+    let rb = add(&b, &conf_b, "cb", &cb);
+    // Without an IPv6 address: no link-local address either (looked at after the kernel
+    // would have added it), and the overlay carries IPv4 both ways.
+    for c in [&ca, &cb] {
+        assert!(c
+            .ip(&["-d", "link", "show", "eth0"])
+            .contains("addrgenmode none"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(ca.ip(&["-6", "addr", "show", "dev", "eth0"]), "");
+    assert!(pings(&ca, ip_of(&rb)) && pings(&cb, ip_of(&ra)));
+    check(&a, &conf_a, &ra, "ca", &ca).unwrap();
+    ca.ip(&["link", "set", "eth0", "addrgenmode", "eui64"]);
+    let e = check(&a, &conf_a, &ra, "ca", &ca).unwrap_err();
+    assert!(e.msg.contains("addrgenmode"), "{}", e.msg);
+    del(&a, &conf_a, "ca", Some(&ca));
+    del(&b, &conf_b, "cb", Some(&cb));
+    assert!(!ca.has_link("eth0") && !cb.has_link("eth0"));
 }
