@@ -1,6 +1,5 @@
 //! macvlan: L2-only, MAC sources, linkInContainer, bcqueuelen, passthru, vlan, no IPv6
-//! link-local on request, STATUS, GC and
-//! rollback.
+//! link-local on request, STATUS, GC and rollback.
 
 use std::time::Duration;
 
