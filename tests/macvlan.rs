@@ -211,6 +211,36 @@ fn private_mode_isolates_containers_from_each_other() {
 }
 
 #[test]
+fn vepa_mode_sends_sibling_traffic_through_the_lan() {
+    let l = Lan::new("mvv");
+    let (c1, c2) = (Sandbox::new("mvv-c1"), Sandbox::new("mvv-c2"));
+    let conf = l.conf(json!({"mode": "vepa"}));
+    let r1 = l.call(Command::Add, &conf, "c1", Some(&c1)).unwrap();
+    let r2 = l.call(Command::Add, &conf, "c2", Some(&c2)).unwrap();
+    assert!(c1
+        .ip(&["-d", "link", "show", "eth0"])
+        .contains("macvlan mode vepa"));
+    assert!(ping(&c1, LAN_IP.parse().unwrap(), PING));
+    assert!(ping(&l.lan, ip_of(&r2), PING), "c2 is on the LAN");
+    // Frames between siblings leave through lan0 and need the switch to send them back
+    // (802.1Qbg reflective relay); the LAN here is a plain endpoint, which does not.
+    assert!(
+        !ping(&c1, ip_of(&r2), Duration::from_secs(2)),
+        "no reflection, no sibling traffic"
+    );
+    l.call(Command::Check, &with_prev(&conf, &r1), "c1", Some(&c1))
+        .unwrap();
+    let bridge = with_prev(&l.conf(json!({"mode": "bridge"})), &r1);
+    let e = l
+        .call(Command::Check, &bridge, "c1", Some(&c1))
+        .unwrap_err();
+    assert!(e.msg.contains("mode"), "{}", e.msg);
+    l.call(Command::Del, &conf, "c1", Some(&c1)).unwrap();
+    l.call(Command::Del, &conf, "c2", Some(&c2)).unwrap();
+    assert_eq!(l.leases(), 0);
+}
+
+#[test]
 fn default_master_is_the_default_route_interface() {
     let l = Lan::new("mvd");
     let other = Sandbox::new("mvd-o");

@@ -127,6 +127,99 @@ fn dual_stack_and_default_gateway() {
     del(&host, &c, "ctr2", Some(&c2));
 }
 
+/// What bridge hands to and takes from its IPAM (run in-process here): requested addresses,
+/// IPAM's own default route and DNS, and DAD when asked for.
+#[test]
+fn requested_addresses_ipam_routes_dns_and_dad() {
+    let host = Sandbox::new("br-req");
+    let (c1, c2, c3) = (
+        Sandbox::new("br-req-c1"),
+        Sandbox::new("br-req-c2"),
+        Sandbox::new("br-req-c3"),
+    );
+    let data = TempDir::new("br-req");
+    let resolv = data.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 10.44.0.53\nsearch ipam.example\n").unwrap();
+    // IPAM returns a default route and DNS of its own; the plugin's `dns` replaces the latter.
+    let mut c = conf(
+        &data,
+        "br-req",
+        &["10.44.0.0/24", "fd44::/64"],
+        json!({"isDefaultGateway": true, "enabledad": true,
+               "dns": {"nameservers": ["10.44.0.54"]},
+               "runtimeConfig": {"ips": ["10.44.0.77/24", "fd44::77/64"]}}),
+    );
+    c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    c["ipam"]["resolvConf"] = json!(resolv);
+    let r1 = add(&host, &c, "ctr1", &c1);
+    assert_eq!(ip_of(&r1, 0).to_string(), "10.44.0.77", "{r1}");
+    assert_eq!(ip_of(&r1, 1).to_string(), "fd44::77", "{r1}");
+    let a = c1.ip(&["-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        a.contains("10.44.0.77/24") && a.contains("fd44::77/64"),
+        "{a}"
+    );
+    assert_eq!(r1["dns"], json!({"nameservers": ["10.44.0.54"]}), "{r1}");
+    // IPv4: IPAM's default route only, once (via the range's gateway); IPv6: bridge's.
+    let dsts: Vec<&str> = r1["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["dst"].as_str())
+        .collect();
+    assert_eq!(
+        dsts.iter().filter(|d| **d == "0.0.0.0/0").count(),
+        1,
+        "{r1}"
+    );
+    assert_eq!(dsts.iter().filter(|d| **d == "::/0").count(), 1, "{r1}");
+    let v4 = c1.ip(&["route", "show", "default"]);
+    assert_eq!(v4.lines().count(), 1, "{v4}");
+    assert!(v4.contains("via 10.44.0.1 dev eth0"), "{v4}");
+    assert!(c1
+        .ip(&["-6", "route", "show", "default"])
+        .contains("via fd44::1 dev eth0"));
+    // enabledad: the kernel's DAD stays on (the default turns it off).
+    assert_ne!(
+        c1.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/accept_dad"])
+            .stdout,
+        b"0\n"
+    );
+    let mut check = c.clone();
+    check["prevResult"] = r1.clone();
+    call(&host, Command::Check, &check, "ctr1", Some(&c1)).unwrap();
+
+    // args.cni.ips, then CNI_ARGS IP= when neither of the others is given.
+    let mut by_args = c.clone();
+    by_args.as_object_mut().unwrap().remove("runtimeConfig");
+    by_args["args"] = json!({"cni": {"ips": ["10.44.0.78"]}});
+    by_args["ipam"]["ranges"] = json!([[{"subnet": "10.44.0.0/24"}]]);
+    let r2 = add(&host, &by_args, "ctr2", &c2);
+    assert_eq!(ip_of(&r2, 0).to_string(), "10.44.0.78", "{r2}");
+    by_args.as_object_mut().unwrap().remove("args");
+    let r3 = Call::new("bridge", Command::Add, by_args.clone())
+        .container("ctr3", "eth0", Some(c3.path()))
+        .args("IgnoreUnknown=1;IP=10.44.0.79;K8S_POD_NAME=x")
+        .run_in(&host)
+        .unwrap()
+        .json();
+    assert_eq!(ip_of(&r3, 0).to_string(), "10.44.0.79", "{r3}");
+    // A requested address already held is refused, and nothing is left of the attempt.
+    let c4 = Sandbox::new("br-req-c4");
+    let e = Call::new("bridge", Command::Add, by_args.clone())
+        .container("ctr4", "eth0", Some(c4.path()))
+        .args("IP=10.44.0.79")
+        .run_in(&host)
+        .unwrap_err();
+    assert!(e.msg.contains("10.44.0.79"), "{}", e.msg);
+    assert!(!c4.has_link("eth0"));
+    assert!(pings(&c2, ip_of(&r3, 0)) && pings(&c3, ip_of(&r1, 0)));
+    del(&host, &by_args, "ctr3", Some(&c3));
+    del(&host, &by_args, "ctr2", Some(&c2));
+    del(&host, &c, "ctr1", Some(&c1));
+    assert!(leases(&data).is_empty(), "{:?}", leases(&data));
+}
+
 /// Packets the container's `eth0` has sent.
 fn tx_packets(ctr: &Sandbox) -> u64 {
     let j: serde_json::Value =

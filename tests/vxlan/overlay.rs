@@ -275,3 +275,49 @@ fn ipv6_link_local_off_on_request() {
     del(&b, &conf_b, "cb", Some(&cb));
     assert!(!ca.has_link("eth0") && !cb.has_link("eth0"));
 }
+
+#[test]
+fn port_local_and_learning_as_asked() {
+    let (a, b) = pair("vx-opt");
+    // A second underlay address on a, to be its tunnel's source.
+    a.sb.ip(&["addr", "add", "192.0.2.101/24", "dev", "ul0"]);
+    let (ca, cb) = (Sandbox::new("vx-opt-ca"), Sandbox::new("vx-opt-cb"));
+    let conf_a = a.conf(
+        7,
+        json!({"underlay": "ul0", "port": 8472, "learning": false,
+               "local": "192.0.2.101", "peers": [b.v4()]}),
+    );
+    let conf_b = b.conf(
+        7,
+        json!({"underlay": "ul0", "port": 8472, "learning": false,
+               "peers": ["192.0.2.101"]}),
+    );
+    let ra = add(&a, &conf_a, "ca", &ca);
+    let rb = add(&b, &conf_b, "cb", &cb);
+    let d = a.link_details("vxlan7");
+    for want in ["local 192.0.2.101", "dstport 8472", "nolearning"] {
+        assert!(d.contains(want), "{want:?} missing from {d}");
+    }
+    assert!(b.link_details("vxlan7").contains("dstport 8472"));
+    assert!(pings(&ca, ip_of(&rb)) && pings(&cb, ip_of(&ra)));
+    check(&a, &conf_a, &ra, "ca", &ca).unwrap();
+
+    // A `local` this host does not have, and `peers` with `group`: code 7, nothing created.
+    let c2 = Sandbox::new("vx-opt-c2");
+    for (extra, words) in [
+        (
+            json!({"local": "192.0.2.200", "peers": [b.v4()]}),
+            "is not an address of this host",
+        ),
+        (json!({"peers": [b.v4()], "group": "239.1.1.1"}), "group"),
+    ] {
+        let mut extra = extra;
+        extra["underlay"] = json!("ul0");
+        let e = call(&a, Command::Add, &a.conf(8, extra), "c2", Some(&c2)).unwrap_err();
+        assert_eq!(e.code, 7, "{}", e.msg);
+        assert!(e.msg.contains(words), "{}", e.msg);
+        assert!(!a.sb.has_link("vxlan8") && !c2.has_link("eth0"));
+    }
+    del(&a, &conf_a, "ca", Some(&ca));
+    del(&b, &conf_b, "cb", Some(&cb));
+}
