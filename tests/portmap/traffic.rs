@@ -1,5 +1,6 @@
 //! Traffic through the mappings: from outside, from the host (127.0.0.1), hairpin from the
-//! container and a neighbour, hostIP-restricted mappings, IPv6; and the port closed after DEL.
+//! container and a neighbour, hostIP-restricted mappings, IPv6, masqAll, snat off, mark bits and
+//! an external mark chain; and the port closed after DEL.
 
 use cni_shared::skel::Command;
 use cni_tests::testkit::Sandbox;
@@ -115,6 +116,138 @@ fn masq_all_nftables() {
 #[test]
 fn masq_all_iptables() {
     masq_all_with("iptables", 4);
+}
+
+/// snat off: outside clients still reach the mapping; host-local and hairpin traffic, which
+/// would need the masquerade, does not.
+fn snat_off_with(backend: &'static str, n: u8) {
+    let env = Env::new(&format!("pm-sn-{}", &backend[..3]), backend, n);
+    let c1 = Sandbox::new("pm-sn-c1");
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let r = env
+        .call("bridge", Command::Add, &env.bridge, "s1", Some(c1.path()))
+        .unwrap();
+    let c = env.pm_conf(Some(maps.clone()), Some(&r), json!({"snat": false}));
+    env.call("portmap", Command::Add, &c, "s1", Some(c1.path()))
+        .unwrap();
+    let any4 = sa("0.0.0.0", 80);
+    assert!(tcp_ok(&c1, any4, &env.ext, sa(EXT_HOST4, 8080)), "ext");
+    assert!(
+        tcp_fails(&c1, any4, &env.host, sa("127.0.0.1", 8080)),
+        "no localhost mapping without snat"
+    );
+    assert!(
+        tcp_fails(&c1, any4, &c1, sa(EXT_HOST4, 8080)),
+        "no hairpin without snat"
+    );
+    env.call("portmap", Command::Check, &c, "s1", Some(c1.path()))
+        .unwrap();
+    env.detach("s1", Some(&c1), maps, &r);
+    assert!(!env.rules().contains("cni:pmnet/s1/"), "{}", env.rules());
+}
+
+#[test]
+fn snat_off_nftables() {
+    snat_off_with("nftables", 21);
+}
+
+#[test]
+fn snat_off_iptables() {
+    snat_off_with("iptables", 22);
+}
+
+/// iptables: another mark bit, and a mark chain of someone else's (Kubernetes' KUBE-MARK-MASQ,
+/// whose owner masquerades); hairpin and localhost work through either.
+#[test]
+fn mark_bit_and_external_mark_chain_iptables() {
+    let env = Env::new("pm-mk-ipt", "iptables", 23);
+    let (c1, c2) = (Sandbox::new("pm-mk-c1"), Sandbox::new("pm-mk-c2"));
+    let any4 = sa("0.0.0.0", 80);
+    let attach = |id: &str, ctr: &Sandbox, port: u16, extra: serde_json::Value| {
+        let maps = json!([{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]);
+        let r = env
+            .call("bridge", Command::Add, &env.bridge, id, Some(ctr.path()))
+            .unwrap();
+        let c = env.pm_conf(Some(maps.clone()), Some(&r), extra);
+        env.call("portmap", Command::Add, &c, id, Some(ctr.path()))
+            .unwrap();
+        (maps, r, c)
+    };
+    let (maps1, r1, _) = attach("k1", &c1, 8080, json!({"markMasqBit": 5}));
+    let rules = env.rules();
+    assert!(rules.contains("-A CNI-HOSTPORT-SETMARK-5 "), "{rules}");
+    assert!(rules.contains("--set-xmark 0x20/0x20"), "{rules}");
+    assert!(rules.contains("--mark 0x20/0x20 -j MASQUERADE"), "{rules}");
+    assert!(
+        !rules.contains("CNI-HOSTPORT-SETMARK "),
+        "bit 13 unused: {rules}"
+    );
+    assert!(
+        tcp_ok(&c1, any4, &env.host, sa("127.0.0.1", 8080)),
+        "localhost"
+    );
+    assert!(tcp_ok(&c1, any4, &c1, sa(EXT_HOST4, 8080)), "hairpin");
+
+    // The external chain as kube-proxy makes it, in both families of this dual-stack
+    // network: it marks, its owner masquerades the mark. (Missing, ADD names the key: code
+    // 999 with the tool's words, as the reference.)
+    for tool in ["iptables", "ip6tables"] {
+        for rule in [
+            vec!["-N", "KUBE-MARK-MASQ"],
+            vec![
+                "-A",
+                "KUBE-MARK-MASQ",
+                "-j",
+                "MARK",
+                "--set-xmark",
+                "0x4000/0x4000",
+            ],
+            vec![
+                "-A",
+                "POSTROUTING",
+                "-m",
+                "mark",
+                "--mark",
+                "0x4000/0x4000",
+                "-j",
+                "MASQUERADE",
+            ],
+        ] {
+            let out = env.host.exec(tool, &[&["-t", "nat"][..], &rule].concat());
+            assert!(out.status.success(), "{tool} {rule:?}: {out:?}");
+        }
+    }
+    let (maps2, r2, c2conf) = attach(
+        "k2",
+        &c2,
+        8090,
+        json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
+    );
+    let rules = env.rules();
+    let own: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.contains("cni:pmnet/k2/eth0") && l.contains("-j KUBE-MARK-MASQ"))
+        .collect();
+    assert_eq!(
+        own.len(),
+        3,
+        "the subnet of each family and IPv4 localhost: {rules}"
+    );
+    assert!(
+        tcp_ok(&c2, any4, &env.host, sa("127.0.0.1", 8090)),
+        "localhost"
+    );
+    assert!(tcp_ok(&c2, any4, &c2, sa(EXT_HOST4, 8090)), "hairpin");
+    env.call("portmap", Command::Check, &c2conf, "k2", Some(c2.path()))
+        .unwrap();
+    env.detach("k2", Some(&c2), maps2, &r2);
+    env.detach("k1", Some(&c1), maps1, &r1);
+    let rules = env.rules();
+    assert!(!rules.contains("cni:pmnet/"), "{rules}");
+    assert!(
+        rules.contains(":KUBE-MARK-MASQ"),
+        "someone else's chain stays: {rules}"
+    );
 }
 
 /// The source address a datagram from `client` to `dst` arrives with at port 53 in `server`.
