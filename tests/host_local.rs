@@ -246,6 +246,55 @@ fn ip_ranges_capability_legacy_subnet_exclude_and_resolv_conf() {
     assert_eq!(r["ips"][0]["address"], "10.31.0.2/24");
 }
 
+/// Where a range starts and ends: legacy top-level keys, the gateway and the broadcast address
+/// never handed out, a full range is code 100, and overlapping range sets are refused.
+#[test]
+fn range_bounds_gateway_broadcast_and_overlaps() {
+    let host = Sandbox::new("hl-bounds");
+    let data = TempDir::new("hl-bounds");
+    // Legacy keys: exactly .100 and .101.
+    let legacy = conf(
+        &data,
+        json!({"subnet": "10.32.0.0/24", "rangeStart": "10.32.0.100", "rangeEnd": "10.32.0.101"}),
+    );
+    let got: Vec<Value> = ["l1", "l2"]
+        .iter()
+        .map(|id| add(&host, &legacy, id).unwrap()["ips"][0]["address"].clone())
+        .collect();
+    assert_eq!(got, [json!("10.32.0.100/24"), json!("10.32.0.101/24")]);
+    let e = add(&host, &legacy, "l3").unwrap_err();
+    assert_eq!(e.code, 100, "{}", e.msg);
+    // A /30 by default: .1 is the gateway, .3 the broadcast; only .2 is handed out.
+    let mut small = conf(&data, json!({"ranges": [[{"subnet": "10.33.0.0/30"}]]}));
+    small["name"] = json!("hlsmall");
+    let r = add(&host, &small, "s1").unwrap();
+    assert_eq!(r["ips"][0]["address"], "10.33.0.2/30");
+    assert_eq!(r["ips"][0]["gateway"], "10.33.0.1");
+    assert_eq!(add(&host, &small, "s2").unwrap_err().code, 100);
+    // A range holding only its gateway has nothing to give.
+    let mut only_gw = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.34.0.0/24", "rangeStart": "10.34.0.1",
+                            "rangeEnd": "10.34.0.1", "gateway": "10.34.0.1"}]]}),
+    );
+    only_gw["name"] = json!("hlgw");
+    assert_eq!(add(&host, &only_gw, "g1").unwrap_err().code, 100);
+    // Two range sets that overlap: code 7 naming the set, and no lease written.
+    let mut overlap = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.35.0.0/24"}], [{"subnet": "10.35.0.128/25"}]]}),
+    );
+    overlap["name"] = json!("hlover");
+    let e = add(&host, &overlap, "o1").unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(
+        e.msg.contains("ipam.ranges[1]") && e.msg.contains("overlaps range set 0"),
+        "{}",
+        e.msg
+    );
+    assert!(!data.path().join("hlover").join("10.35.0.2").exists());
+}
+
 #[test]
 fn gc_and_status() {
     let host = Sandbox::new("hl-gc");
