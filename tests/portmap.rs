@@ -108,13 +108,24 @@ impl Env {
 
     /// bridge ADD, then portmap ADD with its result; portmap's output (== bridge's result).
     pub fn attach(&self, id: &str, ctr: &Sandbox, maps: Value) -> Result<Value, CniError> {
+        self.attach_with(id, ctr, maps, json!({}))
+    }
+
+    /// [`Env::attach`] with `extra` keys in portmap's config.
+    pub fn attach_with(
+        &self,
+        id: &str,
+        ctr: &Sandbox,
+        maps: Value,
+        extra: Value,
+    ) -> Result<Value, CniError> {
         let r = self
             .call("bridge", Command::Add, &self.bridge, id, Some(ctr.path()))
             .unwrap_or_else(|e| panic!("bridge ADD {id}: {e}"));
         let out = self.call(
             "portmap",
             Command::Add,
-            &self.pm_conf(Some(maps), Some(&r), json!({})),
+            &self.pm_conf(Some(maps), Some(&r), extra),
             id,
             Some(ctr.path()),
         )?;

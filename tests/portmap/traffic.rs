@@ -98,10 +98,7 @@ fn masq_all_with(backend: &'static str, n: u8) {
     let c1 = Sandbox::new("pm-ma-c1");
     let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
     let r = env
-        .call("bridge", Command::Add, &env.bridge, "m1", Some(c1.path()))
-        .unwrap();
-    let c = env.pm_conf(Some(maps.clone()), Some(&r), json!({"masqAll": true}));
-    env.call("portmap", Command::Add, &c, "m1", Some(c1.path()))
+        .attach_with("m1", &c1, maps.clone(), json!({"masqAll": true}))
         .unwrap();
     let seen = source_of_udp(&c1, &env.ext, sa(EXT_HOST4, 8053));
     assert_eq!(seen, Some(format!("10.80.{n}.1").parse().unwrap()));
@@ -125,11 +122,9 @@ fn snat_off_with(backend: &'static str, n: u8) {
     let c1 = Sandbox::new("pm-sn-c1");
     let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
     let r = env
-        .call("bridge", Command::Add, &env.bridge, "s1", Some(c1.path()))
+        .attach_with("s1", &c1, maps.clone(), json!({"snat": false}))
         .unwrap();
     let c = env.pm_conf(Some(maps.clone()), Some(&r), json!({"snat": false}));
-    env.call("portmap", Command::Add, &c, "s1", Some(c1.path()))
-        .unwrap();
     let any4 = sa("0.0.0.0", 80);
     assert!(tcp_ok(&c1, any4, &env.ext, sa(EXT_HOST4, 8080)), "ext");
     assert!(
@@ -166,11 +161,9 @@ fn mark_bit_and_external_mark_chain_iptables() {
     let attach = |id: &str, ctr: &Sandbox, port: u16, extra: serde_json::Value| {
         let maps = json!([{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]);
         let r = env
-            .call("bridge", Command::Add, &env.bridge, id, Some(ctr.path()))
+            .attach_with(id, ctr, maps.clone(), extra.clone())
             .unwrap();
         let c = env.pm_conf(Some(maps.clone()), Some(&r), extra);
-        env.call("portmap", Command::Add, &c, id, Some(ctr.path()))
-            .unwrap();
         (maps, r, c)
     };
     let (maps1, r1, _) = attach("k1", &c1, 8080, json!({"markMasqBit": 5}));
