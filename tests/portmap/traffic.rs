@@ -181,9 +181,22 @@ fn mark_bit_and_external_mark_chain_iptables() {
     );
     assert!(tcp_ok(&c1, any4, &c1, sa(EXT_HOST4, 8080)), "hairpin");
 
+    // Before kube-proxy has made its chain: try again later (code 11) naming the key and the
+    // chain, and nothing of the attempt left; the runtime tears the attachment down.
+    let ext = json!({"externalSetMarkChain": "KUBE-MARK-MASQ"});
+    let early = json!([{"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}]);
+    let e = env.attach_with("k2", &c2, early, ext.clone()).unwrap_err();
+    assert_eq!(e.code, 11, "{}", e.msg);
+    assert!(
+        e.msg.contains("externalSetMarkChain") && e.msg.contains("KUBE-MARK-MASQ"),
+        "{}",
+        e.msg
+    );
+    assert!(!env.rules().contains("cni:pmnet/k2/"), "{}", env.rules());
+    env.call("bridge", Command::Del, &env.bridge, "k2", Some(c2.path()))
+        .unwrap();
     // The external chain as kube-proxy makes it, in both families of this dual-stack
-    // network: it marks, its owner masquerades the mark. (Missing, ADD names the key: code
-    // 999 with the tool's words, as the reference.)
+    // network: it marks, its owner masquerades the mark.
     for tool in ["iptables", "ip6tables"] {
         for rule in [
             vec!["-N", "KUBE-MARK-MASQ"],
@@ -210,12 +223,7 @@ fn mark_bit_and_external_mark_chain_iptables() {
             assert!(out.status.success(), "{tool} {rule:?}: {out:?}");
         }
     }
-    let (maps2, r2, c2conf) = attach(
-        "k2",
-        &c2,
-        8090,
-        json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
-    );
+    let (maps2, r2, c2conf) = attach("k2", &c2, 8090, ext);
     let rules = env.rules();
     let own: Vec<&str> = rules
         .lines()

@@ -110,7 +110,8 @@ impl Ipt {
             .unwrap_or(false)
     }
 
-    fn name(&self) -> &'static str {
+    /// `iptables` or `ip6tables`, for messages.
+    pub fn name(&self) -> &'static str {
         if self.v6 {
             "ip6tables"
         } else {

@@ -134,15 +134,20 @@ impl IptHostPorts {
             return Ok(());
         }
         self.setup(&ipt)?;
-        ipt.restore(&input).map_err(|e| {
-            let key = match &self.opts.mark {
-                Mark::External(c) if e.contains(c.as_str()) => {
-                    format!("externalSetMarkChain {c} (does it exist?)")
-                }
-                _ => "adding host port rules".to_string(),
-            };
-            ipt.error(&key, &e)
-        })
+        let Err(e) = ipt.restore(&input) else {
+            return Ok(());
+        };
+        match &self.opts.mark {
+            // Its owner (kube-proxy) may not have made it yet: a condition that passes.
+            Mark::External(c) if ipt.list_chain("nat", c)?.is_none() => {
+                Err(CniError::try_again(format!(
+                    "externalSetMarkChain: {} has no chain {c} in its nat table (yet): {}",
+                    ipt.name(),
+                    e.trim()
+                )))
+            }
+            _ => Err(ipt.error("adding host port rules", &e)),
+        }
     }
 }
 
