@@ -228,7 +228,7 @@ fn ip_ranges_capability_legacy_subnet_exclude_and_resolv_conf() {
     let resolv = data.path().join("resolv.conf");
     std::fs::write(
         &resolv,
-        "nameserver 10.30.0.53\nsearch svc.local\noptions ndots:3\n",
+        "domain corp.example\nnameserver 10.30.0.53\nsearch svc.local\noptions ndots:3 timeout:1\n",
     )
     .unwrap();
     let mut c = conf(
@@ -241,6 +241,8 @@ fn ip_ranges_capability_legacy_subnet_exclude_and_resolv_conf() {
     assert_eq!(r["ips"][0]["gateway"], "10.30.0.254");
     assert_eq!(r["dns"]["nameservers"][0], "10.30.0.53");
     assert_eq!(r["dns"]["search"][0], "svc.local");
+    assert_eq!(r["dns"]["domain"], "corp.example");
+    assert_eq!(r["dns"]["options"], json!(["ndots:3", "timeout:1"]));
     c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.31.0.0/24"}]]});
     let r = add(&host, &c, "k2").unwrap();
     assert_eq!(r["ips"][0]["address"], "10.31.0.2/24");

@@ -251,6 +251,89 @@ fn mark_bit_and_external_mark_chain_iptables() {
     );
 }
 
+/// conditionsV4/V6 in each backend's syntax: the outside client is excluded in both families,
+/// while the host (IPv4) and a neighbour (IPv6) still reach the mapping.
+fn conditions_with(backend: &'static str, n: u8) {
+    let env = Env::new(&format!("pm-cd-{}", &backend[..3]), backend, n);
+    let (c1, c2) = (Sandbox::new("pm-cd-c1"), Sandbox::new("pm-cd-c2"));
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let extra = if backend == "nftables" {
+        json!({"conditionsV4": ["ip saddr != 192.0.2.2"],
+               "conditionsV6": ["ip6 saddr != 2001:db8:70::2"]})
+    } else {
+        json!({"conditionsV4": ["!", "-s", "192.0.2.2/32"],
+               "conditionsV6": ["!", "-s", "2001:db8:70::2/128"]})
+    };
+    let r1 = env
+        .attach_with("d1", &c1, maps.clone(), extra.clone())
+        .unwrap();
+    let r2 = env.attach("d2", &c2, json!([])).unwrap();
+    let (any4, any6) = (sa("0.0.0.0", 80), sa("::", 80));
+    assert!(
+        tcp_fails(&c1, any4, &env.ext, sa(EXT_HOST4, 8080)),
+        "ext v4 excluded"
+    );
+    assert!(
+        tcp_fails(&c1, any6, &env.ext, sa(EXT_HOST6, 8080)),
+        "ext v6 excluded"
+    );
+    assert!(
+        tcp_ok(&c1, any4, &env.host, sa(EXT_HOST4, 8080)),
+        "the host, v4"
+    );
+    assert!(
+        tcp_ok(&c1, any6, &c2, sa(EXT_HOST6, 8080)),
+        "a neighbour, v6"
+    );
+    let check = env.pm_conf(Some(maps.clone()), Some(&r1), extra);
+    env.call("portmap", Command::Check, &check, "d1", Some(c1.path()))
+        .unwrap();
+    env.detach("d1", Some(&c1), maps, &r1);
+    env.detach("d2", Some(&c2), json!([]), &r2);
+    assert!(!env.rules().contains("cni:pmnet/"), "{}", env.rules());
+}
+
+/// hostIP `::` publishes the port on every IPv6 address and not on IPv4 (`0.0.0.0` the
+/// reverse): the family of the wildcard decides.
+#[test]
+fn wildcard_host_ip_picks_its_family() {
+    let env = Env::new("pm-wc-nft", "nftables", 26);
+    let c1 = Sandbox::new("pm-wc-c1");
+    let maps = json!([
+        {"hostPort": 8082, "containerPort": 80, "protocol": "tcp", "hostIP": "::"},
+        {"hostPort": 8083, "containerPort": 80, "protocol": "tcp", "hostIP": "0.0.0.0"}
+    ]);
+    let r = env.attach("w1", &c1, maps.clone()).unwrap();
+    let (any4, any6) = (sa("0.0.0.0", 80), sa("::", 80));
+    assert!(
+        tcp_ok(&c1, any6, &env.ext, sa(EXT_HOST6, 8082)),
+        ":: on IPv6"
+    );
+    assert!(
+        tcp_fails(&c1, any4, &env.ext, sa(EXT_HOST4, 8082)),
+        ":: not on IPv4"
+    );
+    assert!(
+        tcp_ok(&c1, any4, &env.ext, sa(EXT_HOST4, 8083)),
+        "0.0.0.0 on IPv4"
+    );
+    assert!(
+        tcp_fails(&c1, any6, &env.ext, sa(EXT_HOST6, 8083)),
+        "0.0.0.0 not on IPv6"
+    );
+    env.detach("w1", Some(&c1), maps, &r);
+}
+
+#[test]
+fn conditions_nftables() {
+    conditions_with("nftables", 24);
+}
+
+#[test]
+fn conditions_iptables() {
+    conditions_with("iptables", 25);
+}
+
 /// The source address a datagram from `client` to `dst` arrives with at port 53 in `server`.
 fn source_of_udp(
     server: &Sandbox,
