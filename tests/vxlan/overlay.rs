@@ -5,7 +5,9 @@ use cni_shared::skel::Command;
 use cni_tests::testkit::Sandbox;
 use serde_json::json;
 
-use super::{add, call, check, del, ip_of, mtu, pair, ping_df, pings, skipped, switched, Host};
+use super::{
+    add, blocked, call, check, del, ip_of, mtu, pair, ping_df, pings, skipped, switched, Host,
+};
 
 #[test]
 fn two_hosts_ping_over_the_overlay_with_defaults() {
@@ -320,4 +322,36 @@ fn port_local_and_learning_as_asked() {
     }
     del(&a, &conf_a, "ca", Some(&ca));
     del(&b, &conf_b, "cb", Some(&cb));
+}
+
+/// isGateway + ipMasq: a container reaches an underlay address outside the overlay, which has
+/// no route back to the containers' subnet — only the masquerade brings the answers home.
+#[test]
+fn ip_masq_reaches_beyond_the_overlay() {
+    let (a, b) = pair("vx-masq");
+    let ca = Sandbox::new("vx-masq-ca");
+    let conf = a.conf(
+        13,
+        json!({"underlay": "ul0", "peers": [b.v4()], "isDefaultGateway": true, "ipMasq": true}),
+    );
+    let r = add(&a, &conf, "ca", &ca);
+    assert!(
+        !b.sb.ip(&["route"]).contains("10.42.0."),
+        "b has no way back"
+    );
+    assert!(
+        pings(&ca, b.v4().parse().unwrap()),
+        "masqueraded to a's address"
+    );
+    check(&a, &conf, &r, "ca", &ca).unwrap();
+    del(&a, &conf, "ca", Some(&ca));
+    let mut plain = conf.clone();
+    plain["ipMasq"] = json!(false);
+    let r = add(&a, &plain, "ca", &ca);
+    assert!(
+        blocked(&ca, b.v4().parse().unwrap()),
+        "without ipMasq the answers cannot come back"
+    );
+    check(&a, &plain, &r, "ca", &ca).unwrap();
+    del(&a, &plain, "ca", Some(&ca));
 }
