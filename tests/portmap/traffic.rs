@@ -1,6 +1,6 @@
 //! Traffic through the mappings: from outside, from the host (127.0.0.1), hairpin from the
 //! container and a neighbour, hostIP-restricted mappings, IPv6, masqAll, snat off, mark bits and
-//! an external mark chain; and the port closed after DEL.
+//! an external mark chain, conditions, wildcard host IPs, SCTP; and the port closed after DEL.
 
 use cni_shared::skel::Command;
 use cni_tests::testkit::Sandbox;
@@ -322,6 +322,46 @@ fn wildcard_host_ip_picks_its_family() {
         "0.0.0.0 not on IPv6"
     );
     env.detach("w1", Some(&c1), maps, &r);
+}
+
+/// SCTP mappings (this kernel tracks and NATs SCTP, but has no SCTP sockets to carry traffic
+/// with): the DNAT entry is made, CHECK holds it, DEL removes it.
+fn sctp_with(backend: &'static str, n: u8) {
+    let env = Env::new(&format!("pm-sc-{}", &backend[..3]), backend, n);
+    let c1 = Sandbox::new("pm-sc-c1");
+    let maps = json!([{"hostPort": 8084, "containerPort": 84, "protocol": "SCTP"}]);
+    let r = env.attach("t1", &c1, maps.clone()).unwrap();
+    let ip = ip_of(&r, 0);
+    // The DNAT entry: the map element (nft) or the rule (iptables) to the container's port.
+    let (key, to) = if backend == "nftables" {
+        ("sctp . 8084 ", format!(": {ip} . 84"))
+    } else {
+        (
+            "-p sctp -m sctp --dport 8084 ",
+            format!("--to-destination {ip}:84"),
+        )
+    };
+    let rules = env.rules();
+    assert!(
+        rules.lines().any(|l| l.contains(key) && l.contains(&to)),
+        "{key:?} to {to:?} missing from {rules}"
+    );
+    let check = env.pm_conf(Some(maps.clone()), Some(&r), json!({}));
+    env.call("portmap", Command::Check, &check, "t1", Some(c1.path()))
+        .unwrap();
+    env.detach("t1", Some(&c1), maps, &r);
+    let rules = env.rules();
+    assert!(!rules.contains("sctp"), "{rules}");
+}
+
+#[test]
+fn sctp_nftables() {
+    sctp_with("nftables", 27);
+}
+
+#[test]
+fn sctp_iptables() {
+    sctp_with("iptables", 28);
 }
 
 #[test]
