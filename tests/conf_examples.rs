@@ -20,6 +20,7 @@ const COVERED: &[&str] = &[
     "40-bridge-portmap.conflist",
     "50-vxlan-host1.conflist",
     "51-vxlan-host2.conflist",
+    "60-containerd-default.conflist",
 ];
 
 fn conf_dir() -> PathBuf {
@@ -284,4 +285,38 @@ fn bridge_portmap_conflist() {
     )
     .into_owned();
     assert!(!left.contains("8080"), "port map left after DEL: {left}");
+}
+
+/// containerd's example network as its users have it: both families between containers, each
+/// family's default route from IPAM via the gateway, promiscuous bridge, a published port.
+#[test]
+fn containerd_default_conflist() {
+    let w = World::new("60-containerd-default.conflist", "cf-ctd");
+    let ext = Sandbox::new("cf-ctd-ext");
+    w.host.link_to("ext0", &ext, "ext1");
+    w.host.ip(&["addr", "add", "203.0.113.1/24", "dev", "ext0"]);
+    ext.ip(&["addr", "add", "203.0.113.2/24", "dev", "ext1"]);
+    let veths_before = w.veths(); // ext0
+    let (c1, c2) = (Sandbox::new("cf-ctd-c1"), Sandbox::new("cf-ctd-c2"));
+    let caps = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
+    let a1 = w.add_env("containerd-net", &c1, &[("CAP_ARGS", caps)]);
+    let a2 = w.add("containerd-net", &c2);
+    assert_eq!(a1.len(), 2, "{a1:?}");
+    for (x, y) in a1.iter().zip(&a2) {
+        assert!(ping(&c1, *y, T), "c1 -> {y}");
+        assert!(ping(&c2, *x, T), "c2 -> {x}");
+    }
+    assert!(c1
+        .ip(&["route", "show", "default"])
+        .contains("via 10.88.0.1 dev eth0"));
+    assert!(c1
+        .ip(&["-6", "route", "show", "default"])
+        .contains("via 2001:db8:4860::1 dev eth0"));
+    assert!(w.host.ip(&["link", "show", "cni0"]).contains("PROMISC"));
+    let server = std::net::SocketAddr::new(a1[0], 80);
+    let got = tcp_roundtrip(&c1, server, &ext, "203.0.113.1:8080".parse().unwrap(), T).unwrap();
+    assert_eq!(got, b"cni-test-tcp", "outside client -> host:8080 -> c1:80");
+    assert_eq!(w.veths(), veths_before + 2);
+    w.check_and_del("containerd-net", &[&c1, &c2]);
+    assert_eq!(w.veths(), veths_before, "veths left after DEL");
 }
