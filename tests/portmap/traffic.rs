@@ -1,6 +1,6 @@
 //! Traffic through the mappings: from outside, from the host (127.0.0.1), hairpin from the
 //! container and a neighbour, hostIP-restricted mappings, IPv6, masqAll, snat off, mark bits and
-//! an external mark chain, conditions, wildcard host IPs, SCTP; and the port closed after DEL.
+//! an external mark chain, conditions, wildcard host IPs, SCTP, IPv6-only networks; and the port closed after DEL.
 
 use cni_shared::skel::Command;
 use cni_tests::testkit::Sandbox;
@@ -362,6 +362,59 @@ fn sctp_nftables() {
 #[test]
 fn sctp_iptables() {
     sctp_with("iptables", 28);
+}
+
+/// An IPv6-only network (single-stack IPv6 clusters): bridge with ipMasq and portmap, no IPv4
+/// anywhere in the containers.
+fn ipv6_only_with(backend: &'static str, n: u8) {
+    let mut env = Env::new(&format!("pm-v6-{}", &backend[..3]), backend, n);
+    env.bridge["ipam"]["ranges"] = json!([[{"subnet": format!("fd80:{n}::/64")}]]);
+    env.bridge["ipMasq"] = json!(true);
+    env.bridge["ipMasqBackend"] = json!(backend);
+    let (c1, c2) = (Sandbox::new("pm-v6-c1"), Sandbox::new("pm-v6-c2"));
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let r1 = env.attach("v1", &c1, maps.clone()).unwrap();
+    let r2 = env.attach("v2", &c2, json!([])).unwrap();
+    assert_eq!(r1["ips"].as_array().map(Vec::len), Some(1), "{r1}");
+    assert!(ip_of(&r1, 0).is_ipv6(), "{r1}");
+    assert!(!c1
+        .ip(&["-4", "addr", "show", "dev", "eth0"])
+        .contains("inet "));
+    let gw: std::net::IpAddr = format!("fd80:{n}::1").parse().unwrap();
+    assert!(c1
+        .ip(&["-6", "route", "show", "default"])
+        .contains(&format!("via {gw} dev eth0")));
+    let ping = |from: &Sandbox, to: std::net::IpAddr| {
+        cni_tests::testkit::ping(from, to, std::time::Duration::from_secs(10))
+    };
+    assert!(ping(&c1, ip_of(&r2, 0)) && ping(&c2, gw), "on the bridge");
+    // ipMasq: ext has no route back to the containers' subnet.
+    assert!(
+        ping(&c2, "2001:db8:70::2".parse().unwrap()),
+        "out through the masquerade"
+    );
+    let any6 = sa("::", 80);
+    assert!(
+        tcp_ok(&c1, any6, &env.ext, sa(EXT_HOST6, 8080)),
+        "ext -> [v6]:8080"
+    );
+    assert!(
+        tcp_ok(&c1, any6, &c2, sa(EXT_HOST6, 8080)),
+        "a neighbour, hairpin"
+    );
+    env.detach("v1", Some(&c1), maps, &r1);
+    env.detach("v2", Some(&c2), json!([]), &r2);
+    assert!(!env.rules().contains("cni:pmnet/"), "{}", env.rules());
+}
+
+#[test]
+fn ipv6_only_nftables() {
+    ipv6_only_with("nftables", 29);
+}
+
+#[test]
+fn ipv6_only_iptables() {
+    ipv6_only_with("iptables", 30);
 }
 
 #[test]
