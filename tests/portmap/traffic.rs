@@ -1,6 +1,7 @@
 //! Traffic through the mappings: from outside, from the host (127.0.0.1), hairpin from the
 //! container and a neighbour, hostIP-restricted mappings, IPv6, masqAll, snat off, mark bits and
-//! an external mark chain, conditions, wildcard host IPs, SCTP, IPv6-only networks; and the port closed after DEL.
+//! an external mark chain, conditions, wildcard host IPs, SCTP, IPv6-only networks; and the
+//! port closed after DEL.
 
 use cni_shared::skel::Command;
 use cni_tests::testkit::Sandbox;
