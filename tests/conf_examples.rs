@@ -61,9 +61,17 @@ impl World {
             cache: TempDir::new(&format!("{label}-cache")),
             data: TempDir::new(&format!("{label}-data")),
         };
+        w.install(file, |_| ());
+        w
+    }
+
+    /// Put example `file` into this world's NETCONFPATH, its dataDir moved to the world's,
+    /// after `edit`.
+    fn install(&self, file: &str, edit: impl FnOnce(&mut Value)) {
         let mut v: Value =
             serde_json::from_slice(&std::fs::read(conf_dir().join(file)).unwrap()).unwrap();
-        let data = Value::String(w.data.path().display().to_string());
+        edit(&mut v);
+        let data = Value::String(self.data.path().display().to_string());
         match v.get_mut("plugins").and_then(Value::as_array_mut) {
             Some(plugins) => {
                 for p in plugins.iter_mut() {
@@ -78,8 +86,11 @@ impl World {
                 }
             }
         }
-        std::fs::write(w.netconf.path().join(file), serde_json::to_vec(&v).unwrap()).unwrap();
-        w
+        std::fs::write(
+            self.netconf.path().join(file),
+            serde_json::to_vec(&v).unwrap(),
+        )
+        .unwrap();
     }
 
     fn cnitool(&self, args: &[&str]) -> cni_tests::testkit::CnitoolRun {
@@ -319,4 +330,67 @@ fn containerd_default_conflist() {
     assert_eq!(w.veths(), veths_before + 2);
     w.check_and_del("containerd-net", &[&c1, &c2]);
     assert_eq!(w.veths(), veths_before, "veths left after DEL");
+}
+
+/// One container on two networks, as Multus wires a pod: `eth0` on the bridge network (its
+/// default route) and `net1` on the macvlan LAN (routes removed, as secondary networks have
+/// them). Each network's GC and DEL touch only its own attachment.
+#[test]
+fn one_container_on_two_networks() {
+    let w = World::new("10-bridge.conflist", "cf-two");
+    w.install("30-macvlan.conflist", |v| {
+        v["plugins"][0]["ipam"]
+            .as_object_mut()
+            .unwrap()
+            .remove("routes");
+    });
+    let lan = Sandbox::new("cf-two-lan");
+    w.host.link_to("eth0", &lan, "lan0");
+    lan.ip(&["addr", "add", "192.168.100.1/24", "dev", "lan0"]);
+    let c = Sandbox::new("cf-two-c");
+    let path = c.path().to_str().unwrap();
+    let on = |ifname: &'static str| [("CNI_CONTAINERID", "pod1"), ("CNI_IFNAME", ifname)];
+    let a = w.add_env("bridge-net", &c, &on("eth0"));
+    let b = w.add_env("lan-net", &c, &on("net1"));
+    assert!(
+        ping(&c, "10.22.0.1".parse().unwrap(), T),
+        "eth0 -> bridge gateway"
+    );
+    assert!(
+        ping(&c, "192.168.100.1".parse().unwrap(), T),
+        "net1 -> LAN host"
+    );
+    assert!(ping(&lan, b[0], T), "LAN host -> net1");
+    let routes = c.ip(&["route", "show", "default"]);
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    assert!(routes.contains("dev eth0"), "{routes}");
+    for (net, ifname) in [("bridge-net", "eth0"), ("lan-net", "net1")] {
+        w.cnitool_env(&["check", net, path], &on(ifname)).ok();
+    }
+    // GC of the bridge network keeps its attachment and does not look at the LAN's; GC of
+    // the LAN with no attachment valid removes net1 (and its lease) only.
+    w.cnitool(&["gc", "bridge-net", "--valid", "pod1/eth0"])
+        .ok();
+    w.cnitool(&["gc", "lan-net"]).ok();
+    assert!(!c.has_link("net1"), "net1 collected");
+    assert!(c.has_link("eth0"));
+    let held = |net: &str| {
+        std::fs::read_dir(w.data.path().join(net))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!((held("bridge-net"), held("lan-net")), (1, 0));
+    assert!(
+        ping(&c, "10.22.0.1".parse().unwrap(), T),
+        "eth0 still works"
+    );
+    w.cnitool_env(&["del", "bridge-net", path], &on("eth0"))
+        .ok();
+    assert_eq!(held("bridge-net"), 0);
+    assert!(!c.has_link("eth0"));
+    assert_eq!(a.len(), 1);
 }
