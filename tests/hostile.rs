@@ -328,7 +328,10 @@ fn portmap_cases() -> Vec<Case> {
             what: "iptables option with nftables",
             code: 7,
             stdin: None,
-            mutate: |v| v["markMasqBit"] = json!(13),
+            mutate: |v| {
+                v["backend"] = json!("nftables");
+                v["markMasqBit"] = json!(13);
+            },
             env: &[],
             netns: None,
         },

@@ -319,3 +319,92 @@ fn iptables_restore_reports_commits_and_failures() {
     assert_eq!(deleted, Ok(()));
     assert_eq!(listed_after, None);
 }
+
+/// Without `ipMasqBackend`, on a host where nftables cannot be used (`CNI_NFT=none` stands for
+/// "no libnftables, no nft"), ipMasq works through iptables, as the reference's default does;
+/// where it can, nftables. Here the node gets nftables after two ADDs: CHECK, DEL and GC find
+/// the entries whichever backend made them.
+#[test]
+fn without_a_backend_key_iptables_where_nftables_is_missing() {
+    let (host, ext) = host_with_ext("br-auto");
+    let (c1, c2) = (Sandbox::new("br-auto-c1"), Sandbox::new("br-auto-c2"));
+    let data = TempDir::new("br-auto");
+    let c = conf(
+        &data,
+        "br-auto",
+        &["10.71.0.0/24"],
+        json!({"ipMasq": true, "isDefaultGateway": true}),
+    );
+    let run = |cmd: Command, conf: &serde_json::Value, id: &str, ctr: &Sandbox, nft: bool| {
+        let mut call =
+            Call::new("bridge", cmd, conf.clone()).container(id, "eth0", Some(ctr.path()));
+        if !nft {
+            call = call.env("CNI_NFT", "none");
+        }
+        call.run_in(&host).map(|o| {
+            if o.stdout.is_empty() {
+                serde_json::Value::Null
+            } else {
+                o.json()
+            }
+        })
+    };
+    let r1 = run(Command::Add, &c, "a1", &c1, false).unwrap();
+    let ipt = || ipt_nat(&host, false);
+    assert!(ipt().contains("cni:brnet/a1/eth0"), "{}", ipt());
+    assert!(
+        !nft_ruleset(&host).contains("cni_masq"),
+        "{}",
+        nft_ruleset(&host)
+    );
+    let ext4: IpAddr = "192.0.2.2".parse().unwrap();
+    assert_eq!(
+        source_seen(&c1, &ext, ext4),
+        Some("192.0.2.1".parse().unwrap())
+    );
+    let mut check = c.clone();
+    check["prevResult"] = r1.clone();
+    run(Command::Check, &check, "a1", &c1, false).unwrap();
+    Call::new("bridge", Command::Status, c.clone())
+        .env("CNI_NFT", "none")
+        .run_in(&host)
+        .expect("STATUS: iptables is usable");
+
+    let c3 = Sandbox::new("br-auto-c3");
+    run(Command::Add, &c, "a3", &c3, false).unwrap();
+    assert!(ipt().contains("cni:brnet/a3/eth0"), "{}", ipt());
+
+    // nftables usable now: the next ADD uses it (and so would every later one, also without
+    // the engine: the table exists); CHECK and DEL of the first still find theirs.
+    let r2 = run(Command::Add, &c, "a2", &c2, true).unwrap();
+    assert!(nft_ruleset(&host).contains("cni:brnet/a2/eth0"));
+    assert!(!ipt().contains("cni:brnet/a2/eth0"), "{}", ipt());
+    assert_eq!(
+        source_seen(&c2, &ext, ext4),
+        Some("192.0.2.1".parse().unwrap())
+    );
+    run(Command::Check, &check, "a1", &c1, true).unwrap();
+    run(Command::Del, &c, "a1", &c1, true).unwrap();
+    assert!(!ipt().contains("cni:brnet/a1/"), "{}", ipt());
+    assert_eq!(
+        ipt().matches(":CNI-M-").count(),
+        1,
+        "a1's chain goes too, a3's stays: {}",
+        ipt()
+    );
+    // GC with nothing valid: a2's nftables entry and a3's iptables chain both go.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    Call::new("bridge", Command::Gc, gc).run_in(&host).unwrap();
+    assert!(
+        !nft_ruleset(&host).contains("cni:brnet/a2/"),
+        "{}",
+        nft_ruleset(&host)
+    );
+    assert!(!ipt().contains("cni:brnet/a3/"), "{}", ipt());
+    assert!(!ipt().contains(":CNI-M-"), "{}", ipt());
+    for (id, ctr) in [("a2", &c2), ("a3", &c3)] {
+        run(Command::Del, &c, id, ctr, true).unwrap();
+    }
+    assert!(ip_of(&r2, 0).is_ipv4());
+}

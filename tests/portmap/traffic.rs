@@ -418,6 +418,55 @@ fn ipv6_only_iptables() {
     ipv6_only_with("iptables", 30);
 }
 
+/// Without `backend`, on a host where nftables cannot be used (`CNI_NFT=none`): iptables, as
+/// the reference's default; DEL finds the rules once nftables is there.
+#[test]
+fn without_a_backend_key_iptables_where_nftables_is_missing() {
+    let env = Env::new("pm-auto", "iptables", 31);
+    let c1 = Sandbox::new("pm-auto-c1");
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let r = env
+        .call("bridge", Command::Add, &env.bridge, "p1", Some(c1.path()))
+        .unwrap();
+    let mut c = env.pm_conf(Some(maps.clone()), Some(&r), json!({}));
+    c.as_object_mut().unwrap().remove("backend");
+    let portmap = |cmd: Command, nft: bool| {
+        let call = cni_tests::testkit::Call::new("portmap", cmd, c.clone()).container(
+            "p1",
+            "eth0",
+            Some(c1.path()),
+        );
+        let call = if nft {
+            call
+        } else {
+            call.env("CNI_NFT", "none")
+        };
+        call.run_in(&env.host)
+    };
+    portmap(Command::Add, false).unwrap();
+    assert!(
+        env.rules().contains("cni:pmnet/p1/eth0"),
+        "iptables: {}",
+        env.rules()
+    );
+    let any4 = sa("0.0.0.0", 80);
+    assert!(
+        tcp_ok(&c1, any4, &env.ext, sa(EXT_HOST4, 8080)),
+        "ext -> host:8080"
+    );
+    assert!(tcp_ok(&c1, any4, &c1, sa(EXT_HOST4, 8080)), "hairpin");
+    portmap(Command::Check, false).unwrap();
+    portmap(Command::Check, true).unwrap();
+    portmap(Command::Del, true).unwrap();
+    assert!(!env.rules().contains("cni:pmnet/p1/"), "{}", env.rules());
+    assert!(
+        tcp_fails(&c1, any4, &env.ext, sa(EXT_HOST4, 8080)),
+        "closed"
+    );
+    env.call("bridge", Command::Del, &env.bridge, "p1", Some(c1.path()))
+        .unwrap();
+}
+
 #[test]
 fn conditions_nftables() {
     conditions_with("nftables", 24);

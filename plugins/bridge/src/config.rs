@@ -143,7 +143,7 @@ mod tests {
     fn defaults() {
         let c = conf(json!({})).unwrap();
         assert_eq!(c.bridge, "cni0");
-        assert_eq!(c.masq_backend, Backend::Nftables);
+        assert_eq!(c.masq_backend, Backend::Auto);
         assert!(c.preserve_default_vlan && !c.is_gateway && c.mtu.is_none() && c.vlan.is_none());
         let c = conf(json!({"isDefaultGateway": true, "mtu": 0, "vlan": 0})).unwrap();
         assert!(c.is_gateway, "isDefaultGateway implies isGateway");

@@ -146,9 +146,30 @@ pub fn load_for_del(req: &Request) -> Config {
     }
 }
 
+/// Whether the config uses what only the iptables backend understands: a mark key, or a
+/// condition written as iptables arguments (an option such as `-s`, or a lone `!`; an nft
+/// expression never starts with `-`).
+fn iptables_only(c: &PortMapConf) -> bool {
+    let ipt_args = |conds: &Option<Vec<String>>| {
+        conds.iter().flatten().any(|a| {
+            let a = a.trim_start();
+            a.starts_with('-') || a == "!"
+        })
+    };
+    c.mark_masq_bit.is_some()
+        || c.external_set_mark_chain.is_some()
+        || ipt_args(&c.conditions_v4)
+        || ipt_args(&c.conditions_v6)
+}
+
 /// Validation proper (no request needed: unit-tested).
 pub fn from_conf(c: PortMapConf, entries: Option<Vec<PortMapEntry>>) -> Result<Config> {
-    let backend = Backend::parse("backend", c.backend.as_deref())?;
+    let backend = match Backend::parse("backend", c.backend.as_deref())? {
+        // Without the key, a config written for the reference plugin's iptables default
+        // (marks, or conditions as iptables arguments) keeps iptables.
+        Backend::Auto if iptables_only(&c) => Backend::Iptables,
+        b => b,
+    };
     if backend == Backend::Nftables {
         let mut foreign = Vec::new();
         if c.mark_masq_bit.is_some() {

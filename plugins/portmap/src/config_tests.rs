@@ -20,7 +20,7 @@ fn err(v: Value, maps: Option<Value>) -> CniError {
 #[test]
 fn defaults() {
     let c = conf(json!({}), None).unwrap();
-    assert_eq!(c.backend, Backend::Nftables);
+    assert_eq!(c.backend, Backend::Auto);
     assert_eq!(c.opts, Options::default());
     assert!(c.opts.snat && !c.opts.masq_all);
     assert_eq!(c.opts.mark, Mark::Bit(13));
@@ -61,10 +61,13 @@ fn every_key() {
 
 #[test]
 fn options_of_the_other_backend() {
-    let e = err(json!({"markMasqBit": 3}), None);
+    let e = err(json!({"backend": "nftables", "markMasqBit": 3}), None);
     assert_eq!(e.code, 7);
     assert!(e.msg.starts_with("markMasqBit: "), "{}", e.msg);
-    let e = err(json!({"externalSetMarkChain": "X", "markMasqBit": 1}), None);
+    let e = err(
+        json!({"backend": "nftables", "externalSetMarkChain": "X", "markMasqBit": 1}),
+        None,
+    );
     assert!(
         e.msg.starts_with("markMasqBit, externalSetMarkChain: only"),
         "{}",
@@ -77,6 +80,32 @@ fn options_of_the_other_backend() {
     assert!(e.msg.contains("not both"), "{}", e.msg);
     let e = err(json!({"backend": "pf"}), None);
     assert!(e.msg.starts_with("backend: "), "{}", e.msg);
+}
+
+#[test]
+fn without_a_backend_a_config_for_the_reference_iptables_default_keeps_iptables() {
+    for v in [
+        json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
+        json!({"markMasqBit": 14}),
+        json!({"conditionsV4": ["!", "-s", "192.0.2.0/24"]}),
+        json!({"conditionsV6": ["-d", "2001:db8::/32"]}),
+    ] {
+        assert_eq!(
+            conf(v.clone(), None).unwrap().backend,
+            Backend::Iptables,
+            "{v}"
+        );
+    }
+    for v in [
+        json!({}),
+        json!({"conditionsV4": ["ip saddr != 192.0.2.0/24"]}),
+        json!({"conditionsV6": ["ip6 daddr != fd00::/8", "meta l4proto tcp"]}),
+    ] {
+        assert_eq!(conf(v.clone(), None).unwrap().backend, Backend::Auto, "{v}");
+    }
+    // The conditions of an automatic backend are nft's.
+    let e = err(json!({"conditionsV4": ["x; flush ruleset"]}), None);
+    assert!(e.msg.contains("nftables condition"), "{}", e.msg);
 }
 
 #[test]

@@ -82,7 +82,7 @@ mod tests {
         let c = k.attach_config("cni0", None).unwrap();
         assert_eq!(c.bridge, "cni0");
         assert!(!c.is_gateway && c.mtu.is_none() && c.preserve_default_vlan);
-        assert_eq!(c.masq_backend, Backend::Nftables);
+        assert_eq!(c.masq_backend, Backend::Auto);
         let k: AttachKeys =
             decode_config(&json!({"isDefaultGateway": true, "mtu": 1400, "bridge": "br9"}))
                 .unwrap();

@@ -11,7 +11,7 @@
 //! [`Tag`] (`cni:<network>/<containerID>/<ifname>`) as comment, which is how DEL, CHECK and GC
 //! find exactly that attachment's entries — also when CNI_NETNS is gone.
 //!
-//! # nftables layout (`ipMasqBackend: nftables`, the default)
+//! # nftables layout (`ipMasqBackend: nftables`; without the key, see [`either`])
 //!
 //! ```text
 //! table inet cni_masq {
@@ -71,6 +71,7 @@
 //! chains `CNI-HP-<hash(tag)>` behind the reference's `CNI-HOSTPORT-DNAT`. Its module doc has
 //! the layout and why there is no chain per attachment in nftables.
 
+pub mod either;
 pub mod hostport;
 pub mod ipt;
 pub mod macspoof;
@@ -94,19 +95,23 @@ use ipnetwork::IpNetwork;
 use crate::error::{CniError, Result};
 pub use tag::Tag;
 
-/// The rule engine, from `ipMasqBackend`.
+/// The rule engine, from `ipMasqBackend` (portmap: `backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
+    /// The key is absent: nftables, or iptables where nftables cannot be used ([`either`]).
     #[default]
+    Auto,
     Nftables,
     Iptables,
 }
 
 impl Backend {
-    /// Parse the config value; absent or empty is nftables. Code 7 naming `key` otherwise.
+    /// Parse the config value; absent or empty is [`Backend::Auto`]. Code 7 naming `key`
+    /// otherwise.
     pub fn parse(key: &str, value: Option<&str>) -> Result<Backend> {
         match value {
-            None | Some("") | Some("nftables") => Ok(Backend::Nftables),
+            None | Some("") => Ok(Backend::Auto),
+            Some("nftables") => Ok(Backend::Nftables),
             Some("iptables") => Ok(Backend::Iptables),
             Some(other) => Err(CniError::invalid_config(format!(
                 "{key}: unknown firewall backend {other:?} (expected \"nftables\" or \"iptables\")"
@@ -116,6 +121,7 @@ impl Backend {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Backend::Auto => "auto",
             Backend::Nftables => "nftables",
             Backend::Iptables => "iptables",
         }
@@ -141,6 +147,7 @@ pub trait Masquerade {
 /// The masquerade driver of a backend.
 pub fn masquerade(backend: Backend) -> Box<dyn Masquerade> {
     match backend {
+        Backend::Auto => Box::new(either::AutoMasq),
         Backend::Nftables => Box::new(masq_nft::NftMasq),
         Backend::Iptables => Box::new(masq_ipt::IptMasq),
     }
@@ -169,7 +176,12 @@ mod tests {
 
     #[test]
     fn backend_names_the_key() {
-        assert_eq!(Backend::parse("k", None).unwrap(), Backend::Nftables);
+        assert_eq!(Backend::parse("k", None).unwrap(), Backend::Auto);
+        assert_eq!(Backend::parse("k", Some("")).unwrap(), Backend::Auto);
+        assert_eq!(
+            Backend::parse("k", Some("nftables")).unwrap(),
+            Backend::Nftables
+        );
         assert_eq!(
             Backend::parse("k", Some("iptables")).unwrap(),
             Backend::Iptables

@@ -67,12 +67,16 @@ impl std::fmt::Debug for Nft {
 
 impl Nft {
     /// The process-wide engine, loaded on first use. Code 50 when neither libnftables nor an
-    /// `nft` binary is available.
+    /// `nft` binary is available. `CNI_NFT=binary` skips libnftables; `CNI_NFT=none` uses
+    /// neither, as on a host without nftables (to try what the plugins do there).
     pub fn get() -> Result<&'static Nft> {
         static NFT: OnceLock<std::result::Result<Nft, String>> = OnceLock::new();
         NFT.get_or_init(|| {
-            let want_binary = std::env::var("CNI_NFT").is_ok_and(|v| v == "binary");
-            if !want_binary {
+            let choice = std::env::var("CNI_NFT").unwrap_or_default();
+            if choice == "none" {
+                return Err("nftables is not usable: CNI_NFT=none".to_string());
+            }
+            if choice != "binary" {
                 match Lib::load() {
                     Ok(lib) => return Ok(Nft::Lib(lib)),
                     Err(e) => tracing::debug!("libnftables not usable ({e}); using the nft binary"),

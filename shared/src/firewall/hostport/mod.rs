@@ -268,6 +268,7 @@ pub trait HostPorts {
 /// The host port driver of a backend.
 pub fn driver(backend: Backend, opts: Options) -> Box<dyn HostPorts> {
     match backend {
+        Backend::Auto => Box::new(super::either::AutoHostPorts::new(opts)),
         Backend::Nftables => Box::new(nft::NftHostPorts::new(opts)),
         Backend::Iptables => Box::new(ipt::IptHostPorts::new(opts)),
     }
@@ -279,19 +280,21 @@ pub fn driver(backend: Backend, opts: Options) -> Box<dyn HostPorts> {
 /// are joined into one `iptables-restore` line). Whether the text is valid nft or iptables
 /// syntax is for the backend to say at ADD.
 pub fn validate_conditions(key: &str, conds: &[String], backend: Backend) -> Result<()> {
+    // Conditions without a backend are nft's (portmap's config picks iptables for conditions
+    // written as iptables arguments).
+    let ipt = backend == Backend::Iptables;
     for (i, c) in conds.iter().enumerate() {
-        let bad = match backend {
-            Backend::Nftables => c
-                .chars()
-                .find(|ch| ch.is_control() || matches!(ch, ';' | '#')),
-            Backend::Iptables => c
-                .chars()
-                .find(|ch| ch.is_control() || matches!(ch, '"' | '\\' | '\'')),
+        let bad = if ipt {
+            c.chars()
+                .find(|ch| ch.is_control() || matches!(ch, '"' | '\\' | '\''))
+        } else {
+            c.chars()
+                .find(|ch| ch.is_control() || matches!(ch, ';' | '#'))
         };
         if let Some(ch) = bad {
             return Err(CniError::invalid_config(format!(
                 "{key}[{i}]: {c:?} contains {ch:?}, which cannot be used in a {} condition",
-                backend.as_str()
+                if ipt { "iptables" } else { "nftables" }
             )));
         }
         if c.trim().is_empty() {
