@@ -6,7 +6,8 @@
 //!
 //! A concern is a trait with one implementation per backend, chosen by a config key
 //! ([`Backend::parse`], `ipMasqBackend`): [`Masquerade`] over [`masq_nft::NftMasq`] and
-//! [`masq_ipt::IptMasq`]. Each call is **one transaction**: one nft batch (see [`nftexec`]), or one
+//! [`masq_ipt::IptMasq`]; without the key, [`either`] composes the two (nftables, or iptables
+//! where nftables cannot be used; DEL and GC in both). Each call is **one transaction**: one nft batch (see [`nftexec`]), or one
 //! `iptables-restore --noflush` per address family. Every entry of an attachment carries its
 //! [`Tag`] (`cni:<network>/<containerID>/<ifname>`) as comment, which is how DEL, CHECK and GC
 //! find exactly that attachment's entries — also when CNI_NETNS is gone.
