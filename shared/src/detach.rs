@@ -15,7 +15,7 @@
 //! processes and return without them: [`delete_link`] returns once the kernel has announced
 //! the link's removal from its namespace (a child sent the request and sits through the rest),
 //! and [`exit`] gives the process's netfilter sockets to a child that closes them after the
-//! plugin has exited, at a quiet moment ([`wait_for_quiet`]), so that the close waits for
+//! plugin has exited, at a quiet moment (`wait_for_quiet`), so that the close waits for
 //! nothing and holds up no one. The children inherit no other descriptor (none of stdin,
 //! stdout, stderr: a runtime reads a plugin's stdout until every writer has closed it; none of
 //! the lock files), run in sessions of their own (a runtime's kill of the plugin does not cut

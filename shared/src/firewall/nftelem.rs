@@ -165,7 +165,7 @@ pub fn commit(nl: &mut Nfnl, family: u8, table: &str, ops: &[Op]) -> Result<(), 
 /// one is answered with an error, and those answers must fit the socket's receive buffer.
 const DELETE_CHUNK: usize = 128;
 
-/// Delete, in one transaction per [`DELETE_CHUNK`] elements; when something vanished meanwhile
+/// Delete, in one transaction per `DELETE_CHUNK` elements; when something vanished meanwhile
 /// (ENOENT aborts a whole transaction), delete what is still there one by one.
 pub fn delete_all(nl: &mut Nfnl, family: u8, table: &str, ops: &[Op]) -> Result<(), NlErr> {
     for chunk in ops.chunks(DELETE_CHUNK) {

@@ -126,7 +126,7 @@ pub enum Listing<'a> {
 const CHUNK: usize = 128;
 
 /// List the rules of `table` that `pick` chooses and delete them, then `chains` (those still
-/// there), [`CHUNK`] rules per transaction, the chains with the last. What is gone already is no
+/// there), `CHUNK` rules per transaction, the chains with the last. What is gone already is no
 /// error: when ENOENT refused a transaction (something vanished meanwhile), the rules are listed
 /// again, at most twice more. The rules deleted.
 pub fn delete_where(

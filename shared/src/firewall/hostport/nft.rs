@@ -1,6 +1,6 @@
 //! Host ports with nftables: `table inet cni_hostport`, tagged map elements (layout and reasons
 //! in the module doc of [`super`]). Element changes go to the kernel as one nfnetlink batch per
-//! call ([`nftelem`]), ownership is read with single-key kernel lookups ([`nftset::get`]); the
+//! call ([`nftelem`](crate::firewall::nftelem)), ownership is read with single-key kernel lookups ([`nftset::get`](crate::firewall::nftset::get)); the
 //! table, maps and chains are made through [`Nft`] only when the kernel reports them missing.
 
 use std::collections::HashSet;

@@ -7,7 +7,7 @@
 //!
 //! The reference has two backends, and an attachment may have been made with either (its
 //! default is iptables; nftables from 1.5 on, by config or on hosts without iptables), so DEL
-//! and GC look at both: [`iptables`] (chains per attachment, found by name) and [`nftables`]
+//! and GC look at both: `iptables` (chains per attachment, found by name) and `nftables`
 //! (rules per mapping, found by comment). Each costs a netlink request or two when nothing of
 //! the reference's is there.
 
