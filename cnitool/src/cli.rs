@@ -63,7 +63,7 @@ impl Verb {
     }
 }
 
-/// A parsed invocation; environment defaults applied by [`Invocation::from_env`].
+/// A parsed invocation; the environment's defaults are applied when it runs (`main.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
     pub verb: Verb,
