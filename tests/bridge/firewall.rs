@@ -408,3 +408,55 @@ fn without_a_backend_key_iptables_where_nftables_is_missing() {
     }
     assert!(ip_of(&r2, 0).is_ipv4());
 }
+
+/// The legacy tables' chain names, read from the kernel without a process: what DEL asks before
+/// it runs `iptables-legacy` on hosts whose legacy `nat` table exists (kube-proxy in legacy
+/// mode); a namespace without that table is not given one by asking.
+#[test]
+fn legacy_nat_chains_are_read_without_a_process() {
+    use cni_shared::firewall::ipt::legacy_nat_may_have;
+    use cni_shared::firewall::xtables::nat_chains;
+    let (with, without) = (Sandbox::new("xt-with"), Sandbox::new("xt-without"));
+    for (tool, chain) in [
+        ("iptables-legacy", "CNI-LEGACY-V4"),
+        ("ip6tables-legacy", "CNI-LEGACY-V6"),
+    ] {
+        let out = with.exec(tool, &["-t", "nat", "-N", chain]);
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED legacy_nat_chains_are_read_without_a_process: {tool} failed: {out:?}"
+            );
+            return;
+        }
+        with.exec(tool, &["-t", "nat", "-A", chain, "-j", "RETURN"]);
+    }
+    let (v4, v6, here, gone) = with
+        .netns()
+        .run(|| {
+            (
+                nat_chains(false),
+                nat_chains(true),
+                legacy_nat_may_have(false, Some("CNI-LEGACY-V4")),
+                legacy_nat_may_have(true, Some("CNI-NO-SUCH")),
+            )
+        })
+        .unwrap();
+    assert_eq!(v4, Some(["CNI-LEGACY-V4".to_string()].into()));
+    assert_eq!(v6, Some(["CNI-LEGACY-V6".to_string()].into()));
+    assert!(here && !gone);
+    let (may, names) = without
+        .netns()
+        .run(|| {
+            (
+                legacy_nat_may_have(false, Some("CNI-LEGACY-V4")),
+                std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
+                    .unwrap_or_default(),
+            )
+        })
+        .unwrap();
+    assert!(!may);
+    assert!(
+        !names.lines().any(|l| l == "nat"),
+        "no nat table made: {names:?}"
+    );
+}

@@ -230,12 +230,25 @@ pub fn legacy_nat_loaded(v6: bool) -> bool {
     std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|l| l == "nat"))
 }
 
+/// Whether `chain` (without one: the table) may be in the legacy tables' `nat` table of the
+/// family: false when there is no such table or when its chains, read without a process
+/// ([`super::xtables::nat_chains`]), do not include it; true when they cannot be read.
+pub fn legacy_nat_may_have(v6: bool, chain: Option<&str>) -> bool {
+    if !legacy_nat_loaded(v6) {
+        return false;
+    }
+    match (chain, super::xtables::nat_chains(v6)) {
+        (Some(c), Some(chains)) => chains.contains(c),
+        _ => true,
+    }
+}
+
 /// Whether `chain` may exist in the `nat` table of the family, whichever iptables variant the
 /// host's `iptables` is: false only when nf_tables says it has no such chain and the legacy
-/// tables have no `nat` table — then a DEL has nothing of that family to list (each listing
+/// tables do not have it either — then a DEL has nothing of that family to list (each listing
 /// is a process, 2–4 ms).
 pub fn nat_chain_may_exist(nl: Option<&mut Nfnl>, v6: bool, chain: &str) -> bool {
-    nft_nat_lookup(nl, v6, Some(chain)) != Some(false) || legacy_nat_loaded(v6)
+    nft_nat_lookup(nl, v6, Some(chain)) != Some(false) || legacy_nat_may_have(v6, Some(chain))
 }
 
 /// In iptables-nft's `nat` table of the family, straight through nf_tables in one transaction:

@@ -86,6 +86,7 @@ pub mod nftrule;
 pub mod nftset;
 pub mod reference;
 pub mod tag;
+pub mod xtables;
 
 use std::collections::HashSet;
 use std::net::IpAddr;

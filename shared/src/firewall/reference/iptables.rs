@@ -7,8 +7,9 @@
 //! DEL asks nf_tables whether the chain exists in iptables-nft's tables (`ip nat`, `ip6 nat`):
 //! one netlink request per family, no process. Only when it does is `iptables-nft` run, to
 //! delete the jumps to the chain and then the chain. The legacy iptables (x_tables) has no such
-//! lookup: it is asked (`iptables-legacy -S`) only when it has a `nat` table in the namespace
-//! (`/proc/thread-self/net/ip_tables_names`), so hosts that do not use it pay nothing.
+//! lookup: when it has a `nat` table in the namespace (`/proc/thread-self/net/ip_tables_names`)
+//! its chain names are read from the kernel ([`crate::firewall::xtables`], no process), and
+//! `iptables-legacy` runs only when the chain is there.
 //!
 //! GC removes the reference's chains of this network whose container is not among the valid
 //! attachments, found by the comment of the jumps to them (`name: "<network>" id: "<id>"`,
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha512};
 use super::Leftover;
 use crate::error::Result;
 use crate::firewall::ipt::{
-    del_input, legacy_nat_loaded, nft_nat_lookup, option_value, Ipt, Variant,
+    del_input, legacy_nat_may_have, nft_nat_lookup, option_value, Ipt, Variant,
 };
 use crate::nfnl::Nfnl;
 use crate::spec::config::GcAttachment;
@@ -71,11 +72,11 @@ impl Leftover {
 
 /// Whether `chain` (or, without one, the `nat` table) may exist in `variant`'s tables of the
 /// current namespace: for nf_tables the kernel says (when it cannot be asked: no), for the
-/// legacy tables whether they have `nat`.
+/// legacy tables their chain names do (when they cannot be read: yes, if they have `nat`).
 fn may_exist(nl: Option<&mut Nfnl>, variant: Variant, v6: bool, chain: Option<&str>) -> bool {
     match variant {
         Variant::Nft => nft_nat_lookup(nl, v6, chain) == Some(true),
-        Variant::Legacy => legacy_nat_loaded(v6),
+        Variant::Legacy => legacy_nat_may_have(v6, chain),
     }
 }
 
