@@ -237,10 +237,10 @@ pub fn legacy_nat_may_have(v6: bool, chain: Option<&str>) -> bool {
     if !legacy_nat_loaded(v6) {
         return false;
     }
-    match (chain, super::xtables::nat_chains(v6)) {
-        (Some(c), Some(chains)) => chains.contains(c),
-        _ => true,
-    }
+    let Some(c) = chain else {
+        return true;
+    };
+    super::xtables::nat_chains(v6).is_none_or(|chains| chains.contains(c))
 }
 
 /// Whether `chain` may exist in the `nat` table of the family, whichever iptables variant the
