@@ -460,3 +460,31 @@ fn legacy_nat_chains_are_read_without_a_process() {
         "no nat table made: {names:?}"
     );
 }
+
+/// `ipMasqBackend` changed from iptables to nftables with a container running: its DEL (with the
+/// new config) still removes the iptables entries, as the reference's teardown looks in both.
+#[test]
+fn del_after_a_change_of_backend_removes_the_old_entries() {
+    let host = Sandbox::new("br-chg");
+    let ctr = Sandbox::new("br-chg-c");
+    let data = TempDir::new("br-chg");
+    let with = |backend: &str| {
+        conf(
+            &data,
+            "br-chg",
+            &["10.72.0.0/24", "fd72::/64"],
+            json!({"ipMasq": true, "ipMasqBackend": backend}),
+        )
+    };
+    add(&host, &with("iptables"), "k1", &ctr);
+    let rules = || ipt_nat(&host, false) + &ipt_nat(&host, true);
+    assert_eq!(
+        rules().matches("cni:brnet/k1/eth0").count(),
+        2 * 4,
+        "{}",
+        rules()
+    );
+    del(&host, &with("nftables"), "k1", Some(&ctr));
+    assert!(!rules().contains("cni:brnet/k1/"), "{}", rules());
+    assert!(!rules().contains(":CNI-M-"), "{}", rules());
+}

@@ -502,3 +502,26 @@ fn source_of_udp(
     }
     None
 }
+
+/// `backend` changed from iptables to nftables with a container running: its DEL (with the new
+/// config) still removes the iptables entries and closes the port.
+#[test]
+fn del_after_a_change_of_backend_removes_the_old_entries() {
+    let env = Env::new("pm-chg", "iptables", 32);
+    let c1 = Sandbox::new("pm-chg-c1");
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let r = env.attach("g1", &c1, maps.clone()).unwrap();
+    assert!(env.rules().contains("cni:pmnet/g1/eth0"), "{}", env.rules());
+    let now_nft = env.pm_conf(Some(maps), Some(&r), json!({"backend": "nftables"}));
+    env.call("portmap", Command::Del, &now_nft, "g1", Some(c1.path()))
+        .unwrap();
+    assert!(!env.rules().contains("cni:pmnet/g1/"), "{}", env.rules());
+    assert!(!env.rules().contains(":CNI-HP-"), "{}", env.rules());
+    let any4 = sa("0.0.0.0", 80);
+    assert!(
+        tcp_fails(&c1, any4, &env.ext, sa(EXT_HOST4, 8080)),
+        "closed"
+    );
+    env.call("bridge", Command::Del, &env.bridge, "g1", Some(c1.path()))
+        .unwrap();
+}

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use cni_shared::firewall::hostport::{self, DelHint, Forward, HostPorts, Mapping, Published};
 use cni_shared::firewall::reference::{self, Leftover};
-use cni_shared::firewall::Tag;
+use cni_shared::firewall::{Backend, Tag};
 use cni_shared::skel::{self, About, Plugin, Request};
 use cni_shared::spec::CniResult;
 use cni_shared::Result;
@@ -122,7 +122,10 @@ impl Plugin for PortMap {
             mappings: cfg.mappings.as_deref(),
             addrs: &addrs,
         };
-        let ours = driver(&cfg).del(&tag_of(req), &hint, &mut flush_conntrack);
+        // In both backends, whichever the config names: the entries may be from before a change
+        // of `backend` (or, without it, from before nftables was installed).
+        let both = hostport::driver(Backend::Auto, cfg.opts.clone());
+        let ours = both.del(&tag_of(req), &hint, &mut flush_conntrack);
         // An attachment the reference plugin added before the switch to ours: its DNAT chain or
         // rules would keep forwarding the host ports to this container's address.
         let theirs = reference::remove(Leftover::HostPorts, req);

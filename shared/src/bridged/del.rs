@@ -7,7 +7,7 @@ use super::{tag_of, AttachConfig};
 use crate::detach;
 use crate::error::{code, CniError, Result};
 use crate::firewall::reference::{self, Leftover};
-use crate::firewall::{self, macspoof, nftexec::Nft, Tag};
+use crate::firewall::{self, macspoof, nftexec::Nft, Backend, Tag};
 use crate::invoke;
 use crate::mac::Mac;
 use crate::netlink::Netlink;
@@ -98,7 +98,9 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
     };
     // Firewall before IPAM: an address must not be handed out again while a rule still names it.
     if cfg.ip_masq {
-        let masq = firewall::masquerade(cfg.masq_backend);
+        // In both backends, whichever the config names: the entries may be from before a
+        // change of `ipMasqBackend` (or, without it, from before nftables was installed).
+        let masq = firewall::masquerade(Backend::Auto);
         note(masq.del(&tag, &found.ips), "removing masquerade");
         // An attachment the reference bridge added before the switch to ours (the reference
         // has no vxlan).

@@ -7,7 +7,8 @@
 //! - ADD: nftables; when it answers "not available" (code 50), iptables.
 //! - CHECK and STATUS: nftables, else iptables (the entries are wherever ADD put them).
 //! - DEL and GC: both, since the ADD may have been made with either (say, before `nft` was
-//!   installed); a backend that is not available here cannot have entries to remove.
+//!   installed); a backend that is not available here cannot have entries to remove. (DEL uses
+//!   this driver whatever the config names: entries may predate a change of the key.)
 //!
 //! [`Backend::Auto`]: super::Backend::Auto
 
