@@ -75,6 +75,11 @@ fn both<T>(nft: Result<T>, ipt: Result<T>, join: impl FnOnce(T, T) -> T, none: T
     }
 }
 
+fn concat<T>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    a.extend(b);
+    a
+}
+
 fn neither(nft: &CniError, ipt: &CniError) -> CniError {
     CniError::not_available(format!(
         "no firewall backend is usable here: {}; {}",
@@ -141,15 +146,7 @@ impl HostPorts for AutoHostPorts {
     fn del(&self, tag: &Tag, hint: &DelHint, flush: &mut Flush) -> Result<Vec<Published>> {
         let nft = self.nft.del(tag, hint, flush);
         let ipt = self.ipt.del(tag, hint, flush);
-        both(
-            nft,
-            ipt,
-            |mut a, b| {
-                a.extend(b);
-                a
-            },
-            Vec::new(),
-        )
+        both(nft, ipt, concat, Vec::new())
     }
 
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
@@ -159,15 +156,7 @@ impl HostPorts for AutoHostPorts {
     fn gc(&self, network: &str, keep: &HashSet<Tag>, flush: &mut Flush) -> Result<Vec<Published>> {
         let nft = self.nft.gc(network, keep, flush);
         let ipt = self.ipt.gc(network, keep, flush);
-        both(
-            nft,
-            ipt,
-            |mut a, b| {
-                a.extend(b);
-                a
-            },
-            Vec::new(),
-        )
+        both(nft, ipt, concat, Vec::new())
     }
 
     fn status(&self) -> Result<()> {
@@ -222,10 +211,7 @@ mod tests {
     #[test]
     fn del_runs_both_and_ignores_a_missing_backend() {
         let v = |x: u8| -> Result<Vec<u8>> { Ok(vec![x]) };
-        let join = |mut a: Vec<u8>, b: Vec<u8>| {
-            a.extend(b);
-            a
-        };
+        let join = concat::<u8>;
         assert_eq!(both(v(1), v(2), join, Vec::new()).unwrap(), [1, 2]);
         let na_v = || -> Result<Vec<u8>> { Err(CniError::not_available("none")) };
         assert_eq!(both(na_v(), v(2), join, Vec::new()).unwrap(), [2]);
