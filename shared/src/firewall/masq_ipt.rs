@@ -228,7 +228,13 @@ impl Masquerade for IptMasq {
 
     fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<()> {
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
+        let mut nl = Nfnl::open_optional();
         for v6 in [false, true] {
+            // Never an ADD of ours in this family (it makes the dispatch chain, which stays):
+            // nothing to list, no process.
+            if !nat_chain_may_exist(nl.as_mut(), v6, DISPATCH) {
+                continue;
+            }
             let Ok(ipt) = Ipt::new(v6) else { continue };
             let Some(lines) = ipt.list_chain("nat", DISPATCH)? else {
                 continue;

@@ -338,7 +338,13 @@ impl HostPorts for IptHostPorts {
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
         let is_stale = |tag: &str| Tag::in_network(tag, network) && !keep.contains(tag);
         let mut published = Vec::new();
+        let mut nl = Nfnl::open_optional();
         for v6 in [false, true] {
+            // Never an ADD with iptables in this family (the first makes the shared chain, which
+            // stays): nothing to list, no process.
+            if !nat_chain_may_exist(nl.as_mut(), v6, DNAT_CHAIN) {
+                continue;
+            }
             let Ok(ipt) = tools(v6) else { continue };
             // One listing of the table: the shared chain's entries, and also the chains of
             // attachments whose entries went (a removal cut short after its first step).
