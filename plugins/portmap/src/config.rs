@@ -124,21 +124,15 @@ pub fn load(req: &Request) -> Result<Config> {
 }
 
 /// For DEL, which must clean up after any ADD, also a refused one: a configuration that does not
-/// validate still yields the backend it names (else nftables) and no mappings (DEL then finds
-/// the attachment's entries by tag).
+/// validate still yields default options and no mappings (DEL then finds the attachment's
+/// entries by tag, in both backends whatever the config names).
 pub fn load_for_del(req: &Request) -> Config {
     match load(req) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("DEL with an invalid configuration ({e}); removing by tag");
-            let backend = req
-                .raw
-                .get("backend")
-                .and_then(|b| b.as_str())
-                .and_then(|b| Backend::parse("backend", Some(b)).ok())
-                .unwrap_or_default();
             Config {
-                backend,
+                backend: Backend::Auto,
                 opts: Options::default(),
                 mappings: None,
             }

@@ -221,7 +221,7 @@ fn family(v6: bool) -> u8 {
 
 /// Whether the legacy iptables (x_tables) has a `nat` table of the family in the current
 /// namespace (it appears there once any rule or listing used it).
-pub fn legacy_nat_loaded(v6: bool) -> bool {
+fn legacy_nat_loaded(v6: bool) -> bool {
     let names = if v6 {
         "/proc/thread-self/net/ip6_tables_names"
     } else {
