@@ -1,9 +1,13 @@
 //! The shared container-side setup (`cni_shared::container`) against the kernel.
+//!
+//! Test helpers may panic: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use cni_shared::container::{check_iface, configure_iface, interface_of, IfaceOpts};
-use cni_shared::netlink::{Netlink, VethOpts};
+use cni_shared::netlink::{AddrGenMode, Address, Family, Link, Netlink, VethOpts};
 use cni_shared::spec::{CniResult, Version};
 use cni_tests::testkit::{ping, Sandbox};
 use serde_json::json;
@@ -63,12 +67,16 @@ fn configure_then_check_a_dual_stack_interface() {
         routes6.contains("default via fd77::1 dev eth0"),
         "{routes6}"
     );
-    // DAD is off: IPv6 is usable at once.
+    // DAD is off: IPv6 is usable at once, the link-local address included (added by us
+    // as the kernel makes it, without DAD), and the container's sysctls are left alone.
+    assert_no_dad_link_local(&cnl, &link);
     assert_eq!(
         ctr.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/accept_dad"])
             .stdout,
-        b"0\n"
+        b"1\n"
     );
+    let details = ctr.ip(&["-d", "link", "show", "eth0"]);
+    assert!(details.contains("addrgenmode eui64"), "{details}");
     assert!(ping(
         &ctr,
         "10.77.0.1".parse().unwrap(),
@@ -88,6 +96,84 @@ fn configure_then_check_a_dual_stack_interface() {
     ctr.ip(&["addr", "del", "10.77.0.2/24", "dev", "eth0"]);
     let e = check_iface(&cnl, "eth0", &result, 0, IfaceOpts::default()).unwrap_err();
     assert!(e.msg.contains("10.77.0.2/24"), "{}", e.msg);
+}
+
+fn link_locals(nl: &Netlink, link: &Link) -> Vec<Address> {
+    nl.addresses(Some(link.index), Some(Family::V6))
+        .expect("listing addresses")
+        .into_iter()
+        .filter(|a| a.net.ip().to_string().starts_with("fe80:"))
+        .collect()
+}
+
+/// One IPv6 link-local address on `link`: the EUI-64 of its MAC (what the kernel makes), not
+/// going through DAD.
+fn assert_no_dad_link_local(nl: &Netlink, link: &Link) {
+    let lls = link_locals(nl, link);
+    assert_eq!(lls.len(), 1, "{lls:?}");
+    let mac = link.mac.expect("a veth has a MAC");
+    assert_eq!(
+        lls[0].net.ip(),
+        IpAddr::V6(mac.ipv6_link_local()),
+        "{lls:?}"
+    );
+    assert_eq!(lls[0].net.prefix(), 64);
+    assert!(!lls[0].tentative && !lls[0].dadfailed, "{lls:?}");
+}
+
+/// A link whose addrgenmode is not eui64 (a host that set `stable_secret`, or `random`): its
+/// link-local address cannot be made ahead, so DAD is turned off through `/proc/sys` as the
+/// reference does, and the kernel's address is the only one.
+#[test]
+fn dad_off_on_a_link_in_another_addrgenmode_uses_the_sysctl() {
+    let host = Sandbox::new("ct3-host");
+    let ctr = Sandbox::new("ct3-ctr");
+    let hns = host.netns();
+    let cns = ctr.netns();
+    let hnl = Netlink::open_in(&hns).unwrap();
+    let cnl = Netlink::open_in(&cns).unwrap();
+    hnl.create_veth(
+        None,
+        "eth0",
+        &cns,
+        &VethOpts {
+            host_up: true,
+            ..VethOpts::default()
+        },
+    )
+    .unwrap();
+    ctr.ip(&["link", "set", "eth0", "addrgenmode", "random"]);
+    let (_, result) = CniResult::from_value(
+        &json!({"cniVersion": "1.1.0",
+                "ips": [{"address": "fd79::2/64", "interface": 0}]}),
+        Version::V1_1_0,
+    )
+    .unwrap();
+    let link = configure_iface(&cns, &cnl, "eth0", &result, 0, IfaceOpts::default()).unwrap();
+    assert_eq!(
+        ctr.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/accept_dad"])
+            .stdout,
+        b"0\n"
+    );
+    let fresh = cnl.link(link.index).unwrap().unwrap();
+    assert_eq!(fresh.ipv6_addr_gen, Some(AddrGenMode::Other), "{fresh:?}");
+    // The kernel's address passes its DAD step in a worker a moment after the link is up
+    // (with DAD on it would stay tentative for a second at least).
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let lls = loop {
+        let lls = link_locals(&cnl, &link);
+        if lls.iter().all(|a| !a.tentative) || Instant::now() > deadline {
+            break lls;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(lls.len(), 1, "the kernel's random one only: {lls:?}");
+    assert_ne!(
+        lls[0].net.ip(),
+        IpAddr::V6(fresh.mac.unwrap().ipv6_link_local()),
+        "{lls:?}"
+    );
+    assert!(!lls[0].tentative && !lls[0].dadfailed, "{lls:?}");
 }
 
 #[test]
@@ -132,7 +218,7 @@ fn neighbour_notify_and_no_link_local_are_set_by_netlink_and_checked() {
     assert!(details.contains("addrgenmode none"), "{details}");
     let fresh = cnl.link(link.index).unwrap().unwrap();
     assert!(fresh.arp_notify, "{fresh:?}");
-    assert_eq!(fresh.ipv6_addr_gen_none, Some(true), "{fresh:?}");
+    assert_eq!(fresh.ipv6_addr_gen, Some(AddrGenMode::None), "{fresh:?}");
     check_iface(&cnl, "eth0", &result, 0, opts).unwrap();
     // What default options ask for is not what CHECK holds against the interface.
     check_iface(&cnl, "eth0", &result, 0, IfaceOpts::default()).unwrap();

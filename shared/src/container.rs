@@ -3,10 +3,14 @@
 //! neighbour-notify settings, on request no IPv6 link-local address), verify it for CHECK, and
 //! describe links as result interfaces.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnetwork::{IpNetwork, Ipv6Network};
 
 use crate::error::{CniError, Result};
-use crate::netlink::{AddrOpts, Family, Link, Netlink, Route as NlRoute, RouteFilter, Scope};
+use crate::netlink::{
+    AddrGenMode, AddrOpts, Family, Link, Netlink, Route as NlRoute, RouteFilter, Scope,
+};
 use crate::netns::NetNs;
 use crate::spec::{CniResult, Interface, Route};
 use crate::sysctl;
@@ -15,7 +19,14 @@ use crate::sysctl;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IfaceOpts {
     /// Run IPv6 duplicate address detection. Off by default in the plugins: DAD delays IPv6 by
-    /// ~2 s (the reference's issue #680); off means `accept_dad=0` and `IFA_F_NODAD`.
+    /// ~2 s (the reference's issue #680), and a hairpin bridge port echoes the probes. Off
+    /// means every IPv6 address is added with `IFA_F_NODAD` — the link-local one too: before
+    /// the link comes up we add the address the kernel would make (`fe80::` + EUI-64 of the
+    /// MAC, its `addrgenmode eui64` default), and the kernel's own attempt then finds it there.
+    /// So no `accept_dad=0` in the container's `/proc/sys`, whose first lookup in a new
+    /// namespace costs ~1 ms per 1000 namespaces on the host (and each namespace looked up
+    /// there makes every later IPv6 sysctl lookup on the host slower). A link in another
+    /// `addrgenmode` (stable privacy, random) gets `accept_dad=0` as before.
     pub enable_dad: bool,
     /// Announce the interface's MAC at once (`arp_notify`, `ndisc_notify`), so neighbours learn a
     /// new MAC for a reused address (macvlan).
@@ -30,7 +41,7 @@ pub struct IfaceOpts {
 }
 
 /// The addresses of `result` that belong to interface number `iface_idx` (or to no interface).
-pub fn addresses_for(result: &CniResult, iface_idx: usize) -> Vec<ipnetwork::IpNetwork> {
+pub fn addresses_for(result: &CniResult, iface_idx: usize) -> Vec<IpNetwork> {
     result
         .ips
         .iter()
@@ -88,11 +99,17 @@ pub fn configure_iface(
     })?;
     let addrs = addresses_for(result, iface_idx);
     let has_v6 = addrs.iter().any(|a| a.is_ipv6());
-    if has_v6 {
+    let link_local = if has_v6 && !opts.enable_dad {
+        nodad_link_local(&link, &addrs)
+    } else {
+        None
+    };
+    let no_dad_sysctl = has_v6 && !opts.enable_dad && link_local.is_none();
+    if no_dad_sysctl || (has_v6 && opts.notify_neighbours) {
         // IPv6 device settings have no netlink setter: /proc/sys, in the container.
         let name = ifname.to_string();
         ns.run(move || -> Result<()> {
-            if !opts.enable_dad {
+            if no_dad_sysctl {
                 sysctl::set(&["net", "ipv6", "conf", &name, "accept_dad"], "0")?;
             }
             if opts.notify_neighbours {
@@ -110,7 +127,11 @@ pub fn configure_iface(
     let addr_opts = AddrOpts {
         nodad: !opts.enable_dad,
     };
-    for a in &addrs {
+    // fe80::/64, as the kernel adds it (and its prefix route).
+    let link_local = link_local
+        .and_then(|ll| Ipv6Network::new(ll, 64).ok())
+        .map(IpNetwork::V6);
+    for a in link_local.iter().chain(&addrs) {
         nl.add_address(link.index, *a, &addr_opts)
             .map_err(|e| e.context(format!("adding {a} to {ifname}")))?;
     }
@@ -121,6 +142,16 @@ pub fn configure_iface(
             .map_err(|e| e.context(format!("adding route {} to {ifname}", r.dst)))?;
     }
     Ok(link)
+}
+
+/// The IPv6 link-local address the kernel will make for `link` when it comes up, if we can
+/// add it first (without DAD): the link is down, its `addrgenmode` is `eui64` and it has a MAC.
+/// `None` as well when IPAM hands out that very address (it is added as IPAM's then).
+fn nodad_link_local(link: &Link, addrs: &[IpNetwork]) -> Option<Ipv6Addr> {
+    let eui64 = link.ipv6_addr_gen == Some(AddrGenMode::Eui64);
+    let ll = link.mac?.ipv6_link_local();
+    let from_ipam = addrs.iter().any(|a| a.ip() == IpAddr::V6(ll));
+    (eui64 && !link.up && !from_ipam).then_some(ll)
 }
 
 /// CHECK: interface `ifname` exists, is up, and carries the addresses and routes of `result`
@@ -147,7 +178,7 @@ pub fn check_iface(
     }
     if opts.no_ipv6_link_local
         && !addrs.iter().any(|a| a.is_ipv6())
-        && link.ipv6_addr_gen_none == Some(false)
+        && link.ipv6_addr_gen.is_some_and(|m| m != AddrGenMode::None)
     {
         return Err(CniError::internal(format!(
             "CHECK: {ifname} makes an IPv6 link-local address (addrgenmode is not none) \

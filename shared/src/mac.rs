@@ -50,6 +50,17 @@ impl Mac {
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
     }
+
+    /// The IPv6 link-local address the kernel makes from this MAC in `addrgenmode eui64` (the
+    /// default): `fe80::` and the modified EUI-64 interface identifier (RFC 4291 appendix A:
+    /// `ff:fe` in the middle, the universal/local bit flipped).
+    pub fn ipv6_link_local(&self) -> std::net::Ipv6Addr {
+        let b = self.0;
+        let mut a = [0u8; 16];
+        a[..2].copy_from_slice(&[0xfe, 0x80]);
+        a[8..].copy_from_slice(&[b[0] ^ 0x02, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]]);
+        a.into()
+    }
 }
 
 impl fmt::Display for Mac {
@@ -125,6 +136,15 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_link_local_is_the_kernels_eui64() {
+        // What `ip -6 addr` showed for a veth with this MAC in a fresh namespace.
+        let m: Mac = "f6:63:e2:b7:d8:c7".parse().unwrap();
+        assert_eq!(m.ipv6_link_local().to_string(), "fe80::f463:e2ff:feb7:d8c7");
+        let u: Mac = "00:16:3e:00:00:01".parse().unwrap();
+        assert_eq!(u.ipv6_link_local().to_string(), "fe80::216:3eff:fe00:1");
+    }
 
     #[test]
     fn parses_and_formats() {

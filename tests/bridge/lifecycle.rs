@@ -88,7 +88,7 @@ fn dual_stack_and_default_gateway() {
         &data,
         "br-ds",
         &["10.41.0.0/24", "fd41::/64"],
-        json!({"isDefaultGateway": true}),
+        json!({"isDefaultGateway": true, "hairpinMode": true}),
     );
     let r1 = add(&host, &c, "ctr1", &c1);
     let r2 = add(&host, &c, "ctr2", &c2);
@@ -110,11 +110,23 @@ fn dual_stack_and_default_gateway() {
         .filter_map(|r| r["dst"].as_str())
         .collect();
     assert_eq!(routes, ["0.0.0.0/0", "::/0"]);
-    assert_eq!(
-        c1.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/accept_dad"])
-            .stdout,
-        b"0\n"
-    );
+    // DAD off by default, the link-local address included (hairpin mode echoes a probe back
+    // to its sender), without touching the container's sysctls: one link-local address, the
+    // kernel's EUI-64 one, added by the plugin without DAD, usable at once.
+    for ctr in [&c1, &c2] {
+        let ll = ctr.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]);
+        assert_eq!(ll.lines().count(), 1, "{ll}");
+        assert!(ll.contains("fe80::") && ll.contains("nodad"), "{ll}");
+        assert!(
+            !ll.contains("tentative") && !ll.contains("dadfailed"),
+            "{ll}"
+        );
+        assert_eq!(
+            ctr.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/accept_dad"])
+                .stdout,
+            b"1\n"
+        );
+    }
     assert_eq!(
         host.exec("cat", &["/proc/sys/net/ipv6/conf/all/forwarding"])
             .stdout,

@@ -55,16 +55,27 @@ pub struct Link {
     /// IPv4's `arp_notify` of the link (`IFLA_INET_CONF`); `false` when the link has no IPv4
     /// configuration.
     pub arp_notify: bool,
-    /// IPv6 `addrgenmode none`: the kernel makes no link-local address for the link. `None`
-    /// when the kernel reports no IPv6 configuration for it (a kernel without IPv6: no
-    /// link-local address either way).
-    pub ipv6_addr_gen_none: Option<bool>,
+    /// How the kernel makes the link's IPv6 link-local address when it comes up
+    /// (`addrgenmode`). `None` when the kernel reports no IPv6 configuration for it (a kernel
+    /// without IPv6: no link-local address either way).
+    pub ipv6_addr_gen: Option<AddrGenMode>,
 }
 
 impl Link {
     pub fn is_kind(&self, kind: &str) -> bool {
         self.kind.as_deref() == Some(kind)
     }
+}
+
+/// IPv6 `addrgenmode` of a link: how the kernel makes its link-local address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrGenMode {
+    /// From the MAC (EUI-64): a new namespace's default.
+    Eui64,
+    /// No link-local address at all.
+    None,
+    /// `stable_privacy` or `random` (or a mode this code does not know).
+    Other,
 }
 
 /// Bridge settings.
@@ -408,7 +419,7 @@ pub(crate) fn decode(m: &LinkMessage) -> Link {
         bridge: None,
         bridge_port: None,
         arp_notify: false,
-        ipv6_addr_gen_none: None,
+        ipv6_addr_gen: None,
     };
     for a in &m.attributes {
         match a {
@@ -440,7 +451,11 @@ fn decode_af_spec(afs: &[AfSpecUnspec], l: &mut Link) {
             AfSpecUnspec::Inet6(v6) => {
                 for x in v6 {
                     if let AfSpecInet6::AddrGenMode(m) = x {
-                        l.ipv6_addr_gen_none = Some(*m == In6AddrGenMode::None);
+                        l.ipv6_addr_gen = Some(match m {
+                            In6AddrGenMode::Eui64 => AddrGenMode::Eui64,
+                            In6AddrGenMode::None => AddrGenMode::None,
+                            _ => AddrGenMode::Other,
+                        });
                     }
                 }
             }

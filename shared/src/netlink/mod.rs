@@ -86,7 +86,7 @@ pub use bridge::{BridgePortFlags, BridgeVlan};
 pub use create::{
     attachment_temp_name, random_veth_name, BridgeOpts, MacvlanOpts, VethOpts, VlanOpts, VxlanOpts,
 };
-pub use link::{BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
+pub use link::{AddrGenMode, BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
 pub use neigh::{FdbEntry, Neighbour};
 pub use route::{Route, RouteFilter, Scope, MAIN_TABLE};
 
