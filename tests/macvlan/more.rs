@@ -351,3 +351,56 @@ fn ipv6_link_local_off_on_request() {
     l.call(Command::Del, &v4, "c1", Some(&c1)).unwrap();
     assert!(!c2.has_link("eth0") && !c1.has_link("eth0"));
 }
+
+/// A reused address: the LAN still has another MAC for it. The container's ADD tells the LAN
+/// its new MAC at once, in both families (gratuitous ARP by `arp_notify`; for IPv6 an
+/// unsolicited neighbour advertisement with the Override flag), and leaves the container's
+/// IPv6 sysctls alone (DAD off through `nodad` addresses, the link-local one included).
+#[test]
+fn dual_stack_tells_the_lan_the_new_mac_of_a_reused_address() {
+    let l = Lan::new("mvds");
+    let c = Sandbox::new("mvds-c");
+    l.lan
+        .ip(&["-6", "addr", "add", "fd55::1/64", "dev", "eth0", "nodad"]);
+    let conf = l.conf(json!({"ipam": {"type": "host-local", "dataDir": l.data.path(),
+        "ranges": [[{"subnet": "10.55.0.0/24", "rangeStart": "10.55.0.10", "rangeEnd": "10.55.0.50"}],
+                   [{"subnet": "fd55::/64", "rangeStart": "fd55::10", "rangeEnd": "fd55::50"}]]}}));
+    let old = "02:00:00:00:00:99";
+    for a in ["10.55.0.10", "fd55::10"] {
+        l.lan.ip(&[
+            "neigh", "replace", a, "lladdr", old, "dev", "eth0", "nud", "stale",
+        ]);
+    }
+    let r = l.call(Command::Add, &conf, "c", Some(&c)).unwrap();
+    let mac = r["interfaces"][0]["mac"].as_str().unwrap().to_string();
+    assert_eq!(r["ips"][1]["address"], "fd55::10/64", "{r}");
+    let learnt = |a: &str| {
+        l.lan
+            .ip(&["neigh", "show", a, "dev", "eth0"])
+            .contains(&mac)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !(learnt("10.55.0.10") && learnt("fd55::10")) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for a in ["10.55.0.10", "fd55::10"] {
+        let n = l.lan.ip(&["neigh", "show", a, "dev", "eth0"]);
+        assert!(n.contains(&mac), "the LAN has {n:?} for {a}, not {mac}");
+    }
+    let sysctl = |key: &str| {
+        let out = c.exec("cat", &[&format!("/proc/sys/net/ipv6/conf/eth0/{key}")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(sysctl("ndisc_notify"), "0");
+    assert_eq!(sysctl("accept_dad"), "1");
+    let ll = c.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]);
+    assert!(ll.contains("nodad") && !ll.contains("tentative"), "{ll}");
+    assert!(
+        ping(&c, "fd55::1".parse().unwrap(), PING),
+        "container to LAN, IPv6"
+    );
+    l.call(Command::Check, &with_prev(&conf, &r), "c", Some(&c))
+        .unwrap();
+    l.call(Command::Del, &conf, "c", Some(&c)).unwrap();
+    assert_eq!(l.leases(), 0);
+}
