@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnetwork::{IpNetwork, Ipv6Network};
 
 use crate::error::{CniError, Result};
-use crate::ndisc;
 use crate::netlink::{
     AddrGenMode, AddrOpts, Family, Link, Netlink, Route as NlRoute, RouteFilter, Scope,
 };
@@ -29,11 +28,8 @@ pub struct IfaceOpts {
     /// there makes every later IPv6 sysctl lookup on the host slower). A link in another
     /// `addrgenmode` (stable privacy, random) gets `accept_dad=0` as before.
     pub enable_dad: bool,
-    /// Announce the interface's MAC at once, so neighbours learn a new MAC for a reused address
-    /// (macvlan): `arp_notify` (by netlink) makes the kernel send gratuitous ARPs; for IPv6
-    /// we send one unsolicited neighbour advertisement per address after the link is up
-    /// ([`ndisc`]) — or, where the container's `/proc/sys` is written anyway (DAD on, or
-    /// `accept_dad=0` needed), set `ndisc_notify` there and let the kernel send them.
+    /// Announce the interface's MAC at once (`arp_notify`, `ndisc_notify`), so neighbours learn a
+    /// new MAC for a reused address (macvlan).
     pub notify_neighbours: bool,
     /// No IPv6 link-local address on the interface (`addrgenmode none`, set before it comes
     /// up) when the result gives it no IPv6 address, so none of the multicast a kernel sends
@@ -109,11 +105,7 @@ pub fn configure_iface(
         None
     };
     let no_dad_sysctl = has_v6 && !opts.enable_dad && link_local.is_none();
-    // With every IPv6 address usable at once (nodad), we announce them ourselves after the
-    // link is up; otherwise the kernel does it after DAD, with `ndisc_notify` on.
-    let v6_sysctls = has_v6 && (no_dad_sysctl || opts.enable_dad);
-    let announce_v6 = has_v6 && opts.notify_neighbours && !v6_sysctls;
-    if no_dad_sysctl || (v6_sysctls && opts.notify_neighbours) {
+    if no_dad_sysctl || (has_v6 && opts.notify_neighbours) {
         // IPv6 device settings have no netlink setter: /proc/sys, in the container.
         let name = ifname.to_string();
         ns.run(move || -> Result<()> {
@@ -148,22 +140,6 @@ pub fn configure_iface(
         let k = kernel_route(result, r, link.index);
         nl.add_route(&k)
             .map_err(|e| e.context(format!("adding route {} to {ifname}", r.dst)))?;
-    }
-    if let (true, Some(mac)) = (announce_v6, link.mac) {
-        let v6: Vec<Ipv6Addr> = link_local
-            .iter()
-            .chain(&addrs)
-            .filter_map(|a| match a.ip() {
-                IpAddr::V6(ip) => Some(ip),
-                IpAddr::V4(_) => None,
-            })
-            .collect();
-        let index = link.index;
-        // Best effort, as the kernel's own: a neighbour that misses it probes the old MAC,
-        // fails, and asks again.
-        if let Err(e) = ns.run(move || ndisc::announce(index, mac, &v6))? {
-            tracing::warn!("{ifname}: announcing the IPv6 addresses to the neighbours: {e}");
-        }
     }
     Ok(link)
 }

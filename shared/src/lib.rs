@@ -19,7 +19,6 @@ pub mod libcni;
 pub mod lock;
 pub mod logging;
 pub mod mac;
-pub mod ndisc;
 pub mod netlink;
 pub mod netns;
 pub mod nfnl;

@@ -353,9 +353,9 @@ fn ipv6_link_local_off_on_request() {
 }
 
 /// A reused address: the LAN still has another MAC for it. The container's ADD tells the LAN
-/// its new MAC at once, in both families (gratuitous ARP by `arp_notify`; for IPv6 an
-/// unsolicited neighbour advertisement with the Override flag), and leaves the container's
-/// IPv6 sysctls alone (DAD off through `nodad` addresses, the link-local one included).
+/// its new MAC at once, in both families (the kernel's gratuitous ARP by `arp_notify`, its
+/// unsolicited neighbour advertisement by `ndisc_notify`); DAD is off through `nodad`
+/// addresses, the link-local one included, not through `accept_dad`.
 #[test]
 fn dual_stack_tells_the_lan_the_new_mac_of_a_reused_address() {
     let l = Lan::new("mvds");
@@ -391,7 +391,7 @@ fn dual_stack_tells_the_lan_the_new_mac_of_a_reused_address() {
         let out = c.exec("cat", &[&format!("/proc/sys/net/ipv6/conf/eth0/{key}")]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    assert_eq!(sysctl("ndisc_notify"), "0");
+    assert_eq!(sysctl("ndisc_notify"), "1");
     assert_eq!(sysctl("accept_dad"), "1");
     let ll = c.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]);
     assert!(ll.contains("nodad") && !ll.contains("tentative"), "{ll}");
