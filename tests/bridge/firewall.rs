@@ -461,12 +461,14 @@ fn legacy_nat_chains_are_read_without_a_process() {
     );
 }
 
-/// `ipMasqBackend` changed from iptables to nftables with a container running: its DEL (with the
-/// new config) still removes the iptables entries, as the reference's teardown looks in both.
+/// `ipMasqBackend` changed from iptables to nftables with containers running: a DEL (with the
+/// new config) still removes the iptables entries, as the reference's teardown looks in both,
+/// and so does a GC.
 #[test]
-fn del_after_a_change_of_backend_removes_the_old_entries() {
+fn del_and_gc_after_a_change_of_backend_remove_the_old_entries() {
     let host = Sandbox::new("br-chg");
     let ctr = Sandbox::new("br-chg-c");
+    let ctr2 = Sandbox::new("br-chg-c2");
     let data = TempDir::new("br-chg");
     let with = |backend: &str| {
         conf(
@@ -484,7 +486,14 @@ fn del_after_a_change_of_backend_removes_the_old_entries() {
         "{}",
         rules()
     );
+    add(&host, &with("iptables"), "k2", &ctr2);
     del(&host, &with("nftables"), "k1", Some(&ctr));
     assert!(!rules().contains("cni:brnet/k1/"), "{}", rules());
+    assert!(rules().contains("cni:brnet/k2/"), "{}", rules());
+    let mut gc = with("nftables");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    call(&host, Command::Gc, &gc, "", None).unwrap();
+    assert!(!rules().contains("cni:brnet/k2/"), "{}", rules());
     assert!(!rules().contains(":CNI-M-"), "{}", rules());
+    del(&host, &with("nftables"), "k2", Some(&ctr2));
 }

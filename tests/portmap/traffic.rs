@@ -503,20 +503,30 @@ fn source_of_udp(
     None
 }
 
-/// `backend` changed from iptables to nftables with a container running: its DEL (with the new
-/// config) still removes the iptables entries and closes the port.
+/// `backend` changed from iptables to nftables with containers running: a DEL (with the new
+/// config) still removes the iptables entries and closes the port, and so does a GC.
 #[test]
-fn del_after_a_change_of_backend_removes_the_old_entries() {
+fn del_and_gc_after_a_change_of_backend_remove_the_old_entries() {
     let env = Env::new("pm-chg", "iptables", 32);
     let c1 = Sandbox::new("pm-chg-c1");
+    let c2 = Sandbox::new("pm-chg-c2");
     let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
     let r = env.attach("g1", &c1, maps.clone()).unwrap();
+    let maps2 = json!([{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]);
+    env.attach("g2", &c2, maps2).unwrap();
     assert!(env.rules().contains("cni:pmnet/g1/eth0"), "{}", env.rules());
     let now_nft = env.pm_conf(Some(maps), Some(&r), json!({"backend": "nftables"}));
     env.call("portmap", Command::Del, &now_nft, "g1", Some(c1.path()))
         .unwrap();
     assert!(!env.rules().contains("cni:pmnet/g1/"), "{}", env.rules());
+    assert!(env.rules().contains("cni:pmnet/g2/"), "{}", env.rules());
+    let mut gc = env.pm_conf(None, None, json!({"backend": "nftables"}));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    env.call("portmap", Command::Gc, &gc, "", None).unwrap();
+    assert!(!env.rules().contains("cni:pmnet/g2/"), "{}", env.rules());
     assert!(!env.rules().contains(":CNI-HP-"), "{}", env.rules());
+    env.call("bridge", Command::Del, &env.bridge, "g2", Some(c2.path()))
+        .unwrap();
     let any4 = sa("0.0.0.0", 80);
     assert!(
         tcp_fails(&c1, any4, &env.ext, sa(EXT_HOST4, 8080)),

@@ -153,7 +153,9 @@ impl Plugin for PortMap {
         let cfg = config::load(req)?;
         let network = &req.conf.name;
         let keep = Tag::valid_set(req)?;
-        let ours = driver(&cfg).gc(network, &keep, &mut flush_conntrack);
+        // In both backends, as DEL: entries may predate a change of `backend`.
+        let both = hostport::driver(Backend::Auto, cfg.opts.clone());
+        let ours = both.gc(network, &keep, &mut flush_conntrack);
         let theirs = reference::gc(Leftover::HostPorts, req);
         ours?;
         theirs?;

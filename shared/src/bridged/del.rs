@@ -160,7 +160,8 @@ pub fn gc(req: &Request, cfg: &AttachConfig) -> Result<()> {
     let keep = Tag::valid_set(req)?;
     let mut first: Option<CniError> = None;
     if cfg.ip_masq {
-        if let Err(e) = firewall::masquerade(cfg.masq_backend).gc(network, &keep) {
+        // In both backends, as DEL: entries may predate a change of `ipMasqBackend`.
+        if let Err(e) = firewall::masquerade(Backend::Auto).gc(network, &keep) {
             first.get_or_insert(e);
         }
         if req.conf.plugin_type == "bridge" {
