@@ -45,8 +45,9 @@ fn add<T>(
     }
 }
 
-/// CHECK and STATUS: `nft`, else `ipt`; the error is nftables' unless nftables is not
-/// available here.
+/// CHECK and STATUS: `nft`, else `ipt`. When both fail, the error says what each found (the
+/// entries are in whichever backend ADD used), with nftables' code; a backend that is not
+/// available here is left out of it.
 fn either(nft: impl FnOnce() -> Result<()>, ipt: impl FnOnce() -> Result<()>) -> Result<()> {
     let Err(e) = nft() else {
         return Ok(());
@@ -55,7 +56,11 @@ fn either(nft: impl FnOnce() -> Result<()>, ipt: impl FnOnce() -> Result<()>) ->
         Ok(()) => Ok(()),
         Err(i) if unavailable(&e) && unavailable(&i) => Err(neither(&e, &i)),
         Err(i) if unavailable(&e) => Err(i),
-        Err(_) => Err(e),
+        Err(i) if unavailable(&i) => Err(e),
+        Err(i) => Err(CniError {
+            msg: format!("{} (nor with iptables: {})", e.msg, i.msg),
+            ..e
+        }),
     }
 }
 
@@ -197,10 +202,12 @@ mod tests {
     }
 
     #[test]
-    fn check_passes_with_either_and_reports_the_one_in_use() {
+    fn check_passes_with_either_and_says_what_each_found() {
         assert!(either(|| Ok(()), || bad("x")).is_ok());
         assert!(either(|| bad("missing in nft"), || Ok(())).is_ok());
         let e = either(|| bad("missing in nft"), || bad("missing in ipt")).unwrap_err();
+        assert_eq!(e.msg, "missing in nft (nor with iptables: missing in ipt)");
+        let e = either(|| bad("missing in nft"), || na("no ipt")).unwrap_err();
         assert_eq!(e.msg, "missing in nft");
         let e = either(|| na("no nft"), || bad("missing in ipt")).unwrap_err();
         assert_eq!(e.msg, "missing in ipt");

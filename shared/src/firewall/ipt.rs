@@ -102,7 +102,10 @@ impl Ipt {
 
     /// Whether these tools are iptables-nft (their binary, links followed, is
     /// `xtables-nft-multi` or named `*-nft*`), so that their `nat` table is nf_tables'
-    /// `ip`/`ip6 nat` and [`nft_delete`] can change it without a process. False when unsure.
+    /// `ip`/`ip6 nat` and [`nft_delete`] can change it without a process. False when unsure
+    /// (a wrapper script, say), which only means the slower way through the tools. Not `-V`,
+    /// which [`Ipt::variant`] runs where a wrong guess would look in the wrong tables: a
+    /// process costs 2–3 ms on DEL's path.
     pub fn is_nft(&self) -> bool {
         std::fs::canonicalize(&self.cmd)
             .ok()
