@@ -3,12 +3,13 @@
 # The report (Markdown, the table of docs/benchmarks.md) goes to stdout, progress to stderr.
 #   scripts/bench.sh [all] [--quick] [--n 1000] [--rounds 20] [--leases 60000] [--iptables] [--glibc]
 #                    [--no-reference] [--only bridge,portmap] [--containers-without-ipv6] [--edge-gap 1]
-#                    [--disable-ipv6-link-local]
+#                    [--disable-ipv6-link-local] [--dual-stack]
 #       everything: binary sizes, host-local at 60k leases, every plugin, the bridge+host-local+
 #       portmap chain through cnitool for containers 1..N, peak RSS; --quick: N=20, 10 rounds;
 #       --iptables adds ours with the iptables backends, --glibc ours built for glibc (next to
 #       the shipped static musl build, see build_shipped in scripts/lib.sh),
-#       --disable-ipv6-link-local: then the chain once more, ours alone with that opt-in key
+#       --disable-ipv6-link-local: then the chain once more, ours alone with that opt-in key;
+#       --dual-stack: the chain's network hands out an IPv6 address too
 #   scripts/bench.sh chain|plugins|host-local|rss [options]   one part
 #   scripts/bench.sh bridge [--attached 200] [--rounds 50]     bridge per masquerade backend
 #   scripts/bench.sh portmap [--levels 1,100,1000] [--rounds 20]   portmap at N installed mappings

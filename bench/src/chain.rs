@@ -63,6 +63,8 @@ pub struct ChainResult {
     pub tree_maxrss_kib: u64,
     /// The containers had IPv6 off (`--containers-without-ipv6`).
     pub without_ipv6: bool,
+    /// The network was dual-stack (`--dual-stack`).
+    pub dual_stack: bool,
 }
 
 /// How the scenario runs, beyond N and the rounds.
@@ -75,6 +77,9 @@ pub struct Options {
     pub without_ipv6: bool,
     /// The pause before each timed ADD of the first and the last ten ([`EDGE_GAP`]).
     pub edge_gap: std::time::Duration,
+    /// host-local hands out an IPv6 address as well (`--dual-stack`, as containerd's example
+    /// network does): the container interface gets IPv6 with DAD off.
+    pub dual_stack: bool,
 }
 
 impl Options {
@@ -99,13 +104,16 @@ impl Options {
 
 /// The configuration list: the same keys for every side (CNI 1.0.0, the newest the reference
 /// 1.1.1 speaks). Ours with `iptables` selects its iptables backends, ours with
-/// `no_link_local` sets `disableIPv6LinkLocal`.
-pub fn conflist(side: &Side, data: &TempDir) -> Value {
+/// `no_link_local` sets `disableIPv6LinkLocal`; `dual_stack` adds an IPv6 range.
+pub fn conflist(side: &Side, data: &TempDir, dual_stack: bool) -> Value {
+    let mut ranges = vec![json!([{"subnet": "10.210.0.0/16"}])];
+    if dual_stack {
+        ranges.push(json!([{"subnet": "fd21:210::/64"}]));
+    }
     let mut bridge = json!({
         "type": "bridge", "bridge": "cni-bench0", "isDefaultGateway": true,
         "ipMasq": true, "hairpinMode": true,
-        "ipam": {"type": "host-local", "dataDir": data.path(),
-                 "ranges": [[{"subnet": "10.210.0.0/16"}]]}
+        "ipam": {"type": "host-local", "dataDir": data.path(), "ranges": ranges}
     });
     let mut portmap = json!({"type": "portmap", "capabilities": {"portMappings": true},
                              "snat": true});
@@ -172,7 +180,7 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, opts: Options) -> Result<Vec<Cha
     for (side, host) in sides.iter().zip(&hosts) {
         let data = TempDir::new("bench-chain-data");
         let rt = Runtime::new(host, side);
-        rt.install(NETWORK, &conflist(side, &data))?;
+        rt.install(NETWORK, &conflist(side, &data, opts.dual_stack))?;
         lanes.push(Lane {
             rt,
             _data: data,
@@ -182,6 +190,7 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, opts: Options) -> Result<Vec<Cha
                 label: side.label.to_string(),
                 n,
                 without_ipv6: opts.without_ipv6,
+                dual_stack: opts.dual_stack,
                 ..ChainResult::default()
             },
         });

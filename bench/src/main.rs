@@ -23,7 +23,7 @@ use runtime::Side;
 
 const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quick] [--n N] \
      [--rounds N] [--leases N] [--no-reference] [--iptables] [--glibc] [--compare DIR]... [--only bridge,portmap]
-       [--containers-without-ipv6] [--disable-ipv6-link-local] [--edge-gap SECONDS]
+       [--containers-without-ipv6] [--disable-ipv6-link-local] [--dual-stack] [--edge-gap SECONDS]
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
@@ -132,6 +132,7 @@ fn plan(args: &[String]) -> Result<Plan> {
         no_link_local: args.iter().any(|a| a == "--disable-ipv6-link-local"),
         chain_opts: chain::Options {
             without_ipv6: args.iter().any(|a| a == "--containers-without-ipv6"),
+            dual_stack: args.iter().any(|a| a == "--dual-stack"),
             edge_gap: std::time::Duration::from_secs(
                 arg(args, "--edge-gap", chain::EDGE_GAP.as_secs() as u32)?.into(),
             ),

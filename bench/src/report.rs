@@ -118,11 +118,7 @@ impl Report {
                 ours.n + 1 - ours.last_add.len() as u32,
                 ours.n,
                 ours.first_add.len(),
-                if ours.without_ipv6 {
-                    " (containers without IPv6)"
-                } else {
-                    ""
-                },
+                variant(ours),
                 mark(g <= GROWTH)
             );
             if let Some(k) = self.side(runtime::NO_LINK_LOCAL) {
@@ -181,11 +177,7 @@ impl Report {
             return;
         };
         let n = first.n;
-        let ipv6 = if first.without_ipv6 {
-            ", containers without IPv6"
-        } else {
-            ""
-        };
+        let ipv6 = variant(first).replace(" (", ", ").replace(')', "");
         let _ = write!(
             o,
             "\n### Chain through cnitool, N = {n}{ipv6} (ms: min / **p50** / p90)\n\n| |"
@@ -402,4 +394,20 @@ pub fn loadavg() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// How a chain run differs from the default scenario, for the tables: `" (dual-stack)"`, ...
+fn variant(c: &ChainResult) -> String {
+    let mut v = Vec::new();
+    if c.dual_stack {
+        v.push("dual-stack");
+    }
+    if c.without_ipv6 {
+        v.push("containers without IPv6");
+    }
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", v.join(", "))
+    }
 }
