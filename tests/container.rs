@@ -121,27 +121,33 @@ fn assert_no_dad_link_local(nl: &Netlink, link: &Link) {
     assert!(!lls[0].tentative && !lls[0].dadfailed, "{lls:?}");
 }
 
+/// `eth0` in `ctr`, down, the peer of an up veth in `host`; the container's namespace and a
+/// netlink socket in it.
+fn ctr_with_eth0(host: &Sandbox, ctr: &Sandbox) -> (cni_shared::netns::NetNs, Netlink) {
+    let cns = ctr.netns();
+    let cnl = Netlink::open_in(&cns).unwrap();
+    Netlink::open_in(&host.netns())
+        .unwrap()
+        .create_veth(
+            None,
+            "eth0",
+            &cns,
+            &VethOpts {
+                host_up: true,
+                ..VethOpts::default()
+            },
+        )
+        .unwrap();
+    (cns, cnl)
+}
+
 /// A link whose addrgenmode is not eui64 (a host that set `stable_secret`, or `random`): its
 /// link-local address cannot be made ahead, so DAD is turned off through `/proc/sys` as the
 /// reference does, and the kernel's address is the only one.
 #[test]
 fn dad_off_on_a_link_in_another_addrgenmode_uses_the_sysctl() {
-    let host = Sandbox::new("ct3-host");
-    let ctr = Sandbox::new("ct3-ctr");
-    let hns = host.netns();
-    let cns = ctr.netns();
-    let hnl = Netlink::open_in(&hns).unwrap();
-    let cnl = Netlink::open_in(&cns).unwrap();
-    hnl.create_veth(
-        None,
-        "eth0",
-        &cns,
-        &VethOpts {
-            host_up: true,
-            ..VethOpts::default()
-        },
-    )
-    .unwrap();
+    let (host, ctr) = (Sandbox::new("ct3-host"), Sandbox::new("ct3-ctr"));
+    let (cns, cnl) = ctr_with_eth0(&host, &ctr);
     ctr.ip(&["link", "set", "eth0", "addrgenmode", "random"]);
     let (_, result) = CniResult::from_value(
         &json!({"cniVersion": "1.1.0",
@@ -178,22 +184,8 @@ fn dad_off_on_a_link_in_another_addrgenmode_uses_the_sysctl() {
 
 #[test]
 fn neighbour_notify_and_no_link_local_are_set_by_netlink_and_checked() {
-    let host = Sandbox::new("ct2-host");
-    let ctr = Sandbox::new("ct2-ctr");
-    let hns = host.netns();
-    let cns = ctr.netns();
-    let hnl = Netlink::open_in(&hns).unwrap();
-    let cnl = Netlink::open_in(&cns).unwrap();
-    hnl.create_veth(
-        None,
-        "eth0",
-        &cns,
-        &VethOpts {
-            host_up: true,
-            ..VethOpts::default()
-        },
-    )
-    .unwrap();
+    let (host, ctr) = (Sandbox::new("ct2-host"), Sandbox::new("ct2-ctr"));
+    let (cns, cnl) = ctr_with_eth0(&host, &ctr);
     let (_, result) = CniResult::from_value(
         &json!({"cniVersion": "1.1.0",
                 "ips": [{"address": "10.78.0.2/24", "interface": 0}]}),
