@@ -118,7 +118,10 @@ impl Report {
                 ours.n + 1 - ours.last_add.len() as u32,
                 ours.n,
                 ours.first_add.len(),
-                variant(ours),
+                match variant(ours).join(", ") {
+                    v if v.is_empty() => v,
+                    v => format!(" ({v})"),
+                },
                 mark(g <= GROWTH)
             );
             if let Some(k) = self.side(runtime::NO_LINK_LOCAL) {
@@ -177,7 +180,7 @@ impl Report {
             return;
         };
         let n = first.n;
-        let ipv6 = variant(first).replace(" (", ", ").replace(')', "");
+        let ipv6: String = variant(first).iter().map(|v| format!(", {v}")).collect();
         let _ = write!(
             o,
             "\n### Chain through cnitool, N = {n}{ipv6} (ms: min / **p50** / p90)\n\n| |"
@@ -396,18 +399,13 @@ pub fn loadavg() -> String {
         .join(" ")
 }
 
-/// How a chain run differs from the default scenario, for the tables: `" (dual-stack)"`, ...
-fn variant(c: &ChainResult) -> String {
-    let mut v = Vec::new();
-    if c.dual_stack {
-        v.push("dual-stack");
-    }
-    if c.without_ipv6 {
-        v.push("containers without IPv6");
-    }
-    if v.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", v.join(", "))
-    }
+/// How a chain run differs from the default scenario, for the tables' labels.
+fn variant(c: &ChainResult) -> Vec<&'static str> {
+    [
+        (c.dual_stack, "dual-stack"),
+        (c.without_ipv6, "containers without IPv6"),
+    ]
+    .into_iter()
+    .filter_map(|(on, v)| on.then_some(v))
+    .collect()
 }

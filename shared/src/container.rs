@@ -3,7 +3,7 @@
 //! neighbour-notify settings, on request no IPv6 link-local address), verify it for CHECK, and
 //! describe links as result interfaces.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnetwork::{IpNetwork, Ipv6Network};
 
@@ -127,10 +127,6 @@ pub fn configure_iface(
     let addr_opts = AddrOpts {
         nodad: !opts.enable_dad,
     };
-    // fe80::/64, as the kernel adds it (and its prefix route).
-    let link_local = link_local
-        .and_then(|ll| Ipv6Network::new(ll, 64).ok())
-        .map(IpNetwork::V6);
     for a in link_local.iter().chain(&addrs) {
         nl.add_address(link.index, *a, &addr_opts)
             .map_err(|e| e.context(format!("adding {a} to {ifname}")))?;
@@ -144,14 +140,18 @@ pub fn configure_iface(
     Ok(link)
 }
 
-/// The IPv6 link-local address the kernel will make for `link` when it comes up, if we can
-/// add it first (without DAD): the link is down, its `addrgenmode` is `eui64` and it has a MAC.
-/// `None` as well when IPAM hands out that very address (it is added as IPAM's then).
-fn nodad_link_local(link: &Link, addrs: &[IpNetwork]) -> Option<Ipv6Addr> {
+/// The IPv6 link-local address the kernel will make for `link` when it comes up (`fe80::/64`,
+/// as the kernel adds it, with its prefix route), if we can add it first (without DAD): the
+/// link is down, its `addrgenmode` is `eui64` and it has a MAC. `None` as well when IPAM hands
+/// out that very address (it is added as IPAM's then).
+fn nodad_link_local(link: &Link, addrs: &[IpNetwork]) -> Option<IpNetwork> {
     let eui64 = link.ipv6_addr_gen == Some(AddrGenMode::Eui64);
     let ll = link.mac?.ipv6_link_local();
     let from_ipam = addrs.iter().any(|a| a.ip() == IpAddr::V6(ll));
-    (eui64 && !link.up && !from_ipam).then_some(ll)
+    if !eui64 || link.up || from_ipam {
+        return None;
+    }
+    Ipv6Network::new(ll, 64).ok().map(IpNetwork::V6)
 }
 
 /// CHECK: interface `ifname` exists, is up, and carries the addresses and routes of `result`
