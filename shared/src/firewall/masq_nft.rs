@@ -1,8 +1,8 @@
 //! Masquerade with nftables: `table inet cni_masq`, one verdict-map element per container
 //! address, tagged. Layout and reasons in the module doc of [`super`]. Element changes and
 //! lookups go straight to the kernel ([`nftelem`], [`nftset`]); the table and the network
-//! chains are made through [`Nft`] only when the kernel reports them missing, and GC lists the
-//! table through it.
+//! chains are made through [`Nft`] only when the kernel reports them missing. GC, CHECK and
+//! STATUS need no engine: they ask the kernel (GC's chain listing and deletion: [`nftrule`]).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -14,7 +14,7 @@ use super::masq_nft_script::{
 };
 use super::nftelem::{self, Op};
 use super::nftexec::Nft;
-use super::nftjson::{chains_of, elements_of, Element};
+use super::nftrule;
 use super::nftset::{self, key, INET};
 use super::tag::Tag;
 use super::Masquerade;
@@ -45,7 +45,17 @@ fn owner(nl: &mut Nfnl, ip: &IpAddr) -> Result<Option<String>> {
         .map_err(|e| e.cni(&format!("looking up the masquerade entry of {ip}")))
 }
 
-/// Every element of both maps (DEL that knows no address of the attachment).
+/// One element of the masquerade maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Element {
+    ip: IpAddr,
+    /// The owner's tag.
+    comment: String,
+    /// The network chain it jumps to.
+    target: String,
+}
+
+/// Every element of both maps (GC, and DEL that knows no address of the attachment).
 fn list_all(nl: &mut Nfnl) -> Result<Vec<Element>> {
     let mut out = Vec::new();
     for map in ["masq4", "masq6"] {
@@ -166,53 +176,31 @@ impl Masquerade for NftMasq {
     }
 
     fn gc(&self, network: &str, keep: &HashSet<Tag>) -> Result<()> {
-        let nft = nft()?;
+        let mut nl = socket()?;
         let keep: HashSet<&str> = keep.iter().map(Tag::as_str).collect();
-        // GC is rare: one listing of our own table serves both steps.
-        let table = match nft.run_json(&format!("list table {TABLE}")) {
-            Ok(v) => v,
-            Err(e) if e.is_missing() => return Ok(()),
-            Err(e) => return Err(e.cni("listing table inet cni_masq")),
-        };
         let (stale, live): (Vec<Element>, Vec<Element>) =
-            elements_of(&table).into_iter().partition(|e| {
+            list_all(&mut nl)?.into_iter().partition(|e| {
                 Tag::in_network(&e.comment, network) && !keep.contains(e.comment.as_str())
             });
         if !stale.is_empty() {
             let ips: Vec<IpAddr> = stale.iter().map(|e| e.ip).collect();
             tracing::info!(?ips, "GC: removing masquerade entries");
-            let mut nl = socket()?;
             nftelem::delete_all(&mut nl, INET, TABLE_NAME, &delete_ops(&ips))
                 .map_err(|e| e.cni("GC of masquerade entries"))?;
         }
-        // The network's chains no element jumps to any more. A concurrent ADD that needs one
-        // again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it
-        // missing and creates it anew.
+        // The network's chains no element jumps to any more.
         let label = super::tag::network_label(network);
-        let orphans: Vec<String> = chains_of(&table, "net-", &label)
-            .into_iter()
-            .filter(|c| !live.iter().any(|e| &e.target == c))
-            .collect();
-        if !orphans.is_empty() {
-            let script: String = orphans
-                .iter()
-                .map(|c| format!("delete chain {TABLE} {c}\n"))
-                .collect();
-            if let Err(e) = nft.run(&script) {
-                tracing::info!("GC: network chains still in use: {}", e.0.trim());
-            }
+        let live: Vec<&str> = live.iter().map(|e| e.target.as_str()).collect();
+        let removed =
+            nftrule::remove_unused_chains(&mut nl, INET, TABLE_NAME, "net-", &label, &live)
+                .map_err(|e| e.cni(&format!("GC: listing the chains of {TABLE}")))?;
+        if !removed.is_empty() {
+            tracing::info!(?removed, "GC: removed unused network chains");
         }
         Ok(())
     }
 
     fn status(&self) -> Result<()> {
-        let nft = nft()?;
-        // A read-only round trip: the kernel must speak nf_tables too.
-        nft.run("list tables").map(drop).map_err(|e| {
-            CniError::not_available(format!(
-                "ipMasqBackend nftables: the kernel refused a listing: {}",
-                e.0.trim()
-            ))
-        })
+        Nft::ready("ipMasqBackend nftables")
     }
 }

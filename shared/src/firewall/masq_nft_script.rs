@@ -1,5 +1,5 @@
 //! The nft text and kernel elements of the nftables masquerade layout (see the module doc of
-//! [`super`]); its listings are read by [`super::nftjson`]. Pure functions, unit-tested without
+//! [`super`]); GC reads our tables through [`super::nftrule`] and [`super::nftset`]. Pure functions, unit-tested without
 //! a kernel.
 
 use std::collections::HashSet;

@@ -32,8 +32,10 @@
 //! targeted lookup) and deletes it; neither lists the ruleset. Each new connection costs one hash
 //! lookup, however many containers there are. Only when DEL knows no address of the attachment
 //! (namespace gone and no prevResult) does it list the two maps to find the tag. GC lists the
-//! table once, deletes the network's elements whose tag is not valid, then the network's chains
-//! no element jumps to any more.
+//! two maps, deletes the network's elements whose tag is not valid, then lists the table's
+//! rules and deletes the network's chains no element jumps to any more. Only the creation of
+//! the table and of a network's chain runs an nft script ([`nftexec`]); every other step is a
+//! request to the kernel ([`nftelem`], [`nftset`], [`nftrule`]).
 //!
 //! # iptables layout (`ipMasqBackend: iptables`)
 //!
@@ -81,7 +83,6 @@ pub mod masq_nft;
 pub mod masq_nft_script;
 pub mod nftelem;
 pub mod nftexec;
-pub mod nftjson;
 pub mod nftrule;
 pub mod nftset;
 pub mod reference;

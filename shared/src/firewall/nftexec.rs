@@ -22,9 +22,6 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::error::{CniError, Result};
 
-/// `NFT_CTX_OUTPUT_JSON` from nftables/libnftables.h.
-const OUTPUT_JSON: u32 = 1 << 4;
-
 /// Why a script failed: nft's own error text (first line is the kernel's or parser's reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftError(pub String);
@@ -91,6 +88,21 @@ impl Nft {
         .map_err(|e| CniError::not_available(e.clone()))
     }
 
+    /// STATUS of an nftables backend (`what` names it in the error): the engine that creates
+    /// our tables when they are missing is there, and the kernel answers an nf_tables request
+    /// (one table dump through nfnetlink: no script, no process). Code 50 otherwise.
+    pub fn ready(what: &str) -> Result<()> {
+        Nft::get().map_err(|e| e.context(what))?;
+        let answer = crate::nfnl::Nfnl::open()
+            .and_then(|mut nl| super::nftrule::answers(&mut nl, super::nftset::INET));
+        answer.map_err(|e| {
+            CniError::not_available(format!(
+                "{what}: the kernel refused an nf_tables listing: {}",
+                e.what
+            ))
+        })
+    }
+
     /// Which engine: `"libnftables"` or the binary's path.
     pub fn describe(&self) -> String {
         match self {
@@ -102,24 +114,17 @@ impl Nft {
     /// Run a script (one transaction); its text output.
     pub fn run(&self, script: &str) -> std::result::Result<String, NftError> {
         tracing::debug!(script, "nft");
-        self.run_retrying(script, false)
+        self.run_retrying(script)
     }
 
-    /// Run a listing command with JSON output, decoded.
-    pub fn run_json(&self, script: &str) -> std::result::Result<serde_json::Value, NftError> {
-        let out = self.run_retrying(script, true)?;
-        serde_json::from_str(&out).map_err(|e| NftError(format!("undecodable JSON output: {e}")))
-    }
-
-    /// Run once, and again while the kernel reports EINTR: a listing (nft's own cache fill
-    /// included) that met a concurrent change of the ruleset, which the kernel refuses to
+    /// Run once, and again while the kernel reports EINTR: nft's own cache fill that met a concurrent change of the ruleset, which the kernel refuses to
     /// answer inconsistently. Nothing was applied then (a transaction is all or nothing), so a
     /// rerun is safe. Without the rerun, 1 or 2 of 200 parallel DELs failed
     /// (tests/reliability).
-    fn run_retrying(&self, script: &str, json: bool) -> std::result::Result<String, NftError> {
+    fn run_retrying(&self, script: &str) -> std::result::Result<String, NftError> {
         let mut pause = std::time::Duration::from_millis(1);
         for _ in 1..INTERRUPTED_TRIES {
-            match self.run_once(script, json) {
+            match self.run_once(script) {
                 Err(e) if e.is_interrupted() => {
                     tracing::debug!("nft: {}; trying again", e.0.trim());
                     std::thread::sleep(pause);
@@ -128,13 +133,13 @@ impl Nft {
                 r => return r,
             }
         }
-        self.run_once(script, json)
+        self.run_once(script)
     }
 
-    fn run_once(&self, script: &str, json: bool) -> std::result::Result<String, NftError> {
+    fn run_once(&self, script: &str) -> std::result::Result<String, NftError> {
         match self {
-            Nft::Lib(lib) => lib.run(script, json),
-            Nft::Binary(p) => run_binary(p, script, json),
+            Nft::Lib(lib) => lib.run(script),
+            Nft::Binary(p) => run_binary(p, script),
         }
     }
 }
@@ -142,25 +147,16 @@ impl Nft {
 /// How often a script interrupted by concurrent ruleset changes is run in all.
 const INTERRUPTED_TRIES: usize = 20;
 
-fn run_binary(path: &PathBuf, script: &str, json: bool) -> std::result::Result<String, NftError> {
-    let mut cmd = Command::new(path);
-    if json {
-        // `nft -j -f` would read the input as JSON: pass the (single, simple) listing command
-        // as arguments instead.
-        cmd.arg("-j").args(script.split_whitespace());
-    } else {
-        cmd.args(["-f", "-"]);
-    }
-    let mut child = cmd
+fn run_binary(path: &PathBuf, script: &str) -> std::result::Result<String, NftError> {
+    let mut child = Command::new(path)
+        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| NftError(format!("executing {}: {e}", path.display())))?;
     if let Some(mut stdin) = child.stdin.take() {
-        if !json {
-            let _ = stdin.write_all(script.as_bytes());
-        }
+        let _ = stdin.write_all(script.as_bytes());
     }
     let out = child
         .wait_with_output()
@@ -197,8 +193,6 @@ unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &CStr) -> std::result::Resu
 type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
 type CtxInt = unsafe extern "C" fn(*mut c_void) -> c_int;
 type CtxStr = unsafe extern "C" fn(*mut c_void) -> *const c_char;
-type CtxGetFlags = unsafe extern "C" fn(*mut c_void) -> u32;
-type CtxSetFlags = unsafe extern "C" fn(*mut c_void, u32);
 type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 
 /// libnftables, loaded at run time (no build-time dependency on its headers or package).
@@ -207,8 +201,6 @@ pub struct Lib {
     run_cmd: RunCmd,
     get_output: CtxStr,
     get_error: CtxStr,
-    get_flags: CtxGetFlags,
-    set_flags: CtxSetFlags,
 }
 
 /// The `struct nft_ctx *`; only used under the mutex.
@@ -237,8 +229,6 @@ impl Lib {
                 run_cmd: symbol(handle, c"nft_run_cmd_from_buffer")?,
                 get_output: symbol(handle, c"nft_ctx_get_output_buffer")?,
                 get_error: symbol(handle, c"nft_ctx_get_error_buffer")?,
-                get_flags: symbol(handle, c"nft_ctx_output_get_flags")?,
-                set_flags: symbol(handle, c"nft_ctx_output_set_flags")?,
             };
             (ctx_new, buffer_output, buffer_error, lib)
         };
@@ -259,7 +249,7 @@ impl Lib {
         Ok(lib)
     }
 
-    fn run(&self, script: &str, json: bool) -> std::result::Result<String, NftError> {
+    fn run(&self, script: &str) -> std::result::Result<String, NftError> {
         let cmd =
             CString::new(script).map_err(|_| NftError("script contains a NUL byte".into()))?;
         let ctx = self
@@ -277,17 +267,6 @@ impl Lib {
                 unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
             }
         };
-        // SAFETY: ctx is live; flags are plain bits.
-        let flags = unsafe { (self.get_flags)(ctx.0) };
-        let want = if json {
-            flags | OUTPUT_JSON
-        } else {
-            flags & !OUTPUT_JSON
-        };
-        if want != flags {
-            // SAFETY: as above.
-            unsafe { (self.set_flags)(ctx.0, want) };
-        }
         // SAFETY: ctx is live, `cmd` a NUL-terminated buffer that outlives the call.
         let rc = unsafe { (self.run_cmd)(ctx.0, cmd.as_ptr()) };
         // The buffers are rewound, not cleared, between runs: a run that prints nothing leaves

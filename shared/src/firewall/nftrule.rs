@@ -6,7 +6,9 @@
 //!
 //! Used for what others made: the reference plugins' nftables rules
 //! ([`super::reference`]), and iptables-nft's `nat` table where our iptables backends delete
-//! an attachment's rules ([`super::ipt::nft_delete`]).
+//! an attachment's rules ([`super::ipt::nft_delete`]); and for our own tables' GC of a
+//! network's shared chains ([`remove_unused_chains`]), CHECK of a chain ([`exists`]) and
+//! STATUS ([`answers`]), which so need neither libnftables nor the `nft` binary.
 
 use crate::firewall::nftset::{
     comment_of, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, SUBSYS_NFTABLES,
@@ -110,6 +112,14 @@ pub fn exists(nl: &mut Nfnl, family: u8, table: &str, chain: Option<&str>) -> Op
     }
 }
 
+/// Whether the kernel answers nf_tables requests in this namespace: one dump of the tables of
+/// `family` (their names, no rules or elements). STATUS's round trip.
+pub fn answers(nl: &mut Nfnl, family: u8) -> Result<(), NlErr> {
+    let msg = (SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
+    nl.request(msg, NLM_F_REQUEST | NLM_F_DUMP, family, &[])
+        .map(drop)
+}
+
 /// Which rules [`delete_where`] lists to pick from.
 #[derive(Debug, Clone, Copy)]
 pub enum Listing<'a> {
@@ -207,9 +217,76 @@ pub fn delete(
     nl.batch(SUBSYS_NFTABLES, &msgs)
 }
 
+/// The chains named `<chain_prefix>…` that belong to one network: those with a rule whose
+/// comment is `"<network_label> …"` (the network's shared chains: `net-…` of the masquerade,
+/// `hp-…` of portmap's hairpin), in the order listed.
+pub fn network_chains(rules: &[Rule], chain_prefix: &str, network_label: &str) -> Vec<String> {
+    let prefix = format!("{network_label} ");
+    let mut out: Vec<String> = Vec::new();
+    for r in rules {
+        let ours = r.chain.starts_with(chain_prefix)
+            && r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix));
+        if ours && !out.contains(&r.chain) {
+            out.push(r.chain.clone());
+        }
+    }
+    out
+}
+
+/// GC of a network's shared chains ([`network_chains`]) that no element jumps to any more
+/// (`live`: the chains the maps' elements name), each in a transaction of its own; the chains
+/// deleted. A concurrent ADD that needs one again either makes its deletion fail (EBUSY, the
+/// kernel counts the chain's users: it stays, fine) or finds it missing and creates it anew;
+/// a chain that could not be deleted is said in the log and left for the next GC.
+pub fn remove_unused_chains(
+    nl: &mut Nfnl,
+    family: u8,
+    table: &str,
+    chain_prefix: &str,
+    network_label: &str,
+    live: &[&str],
+) -> Result<Vec<String>, NlErr> {
+    let rules = list(nl, family, table, None)?;
+    let mut removed = Vec::new();
+    for chain in network_chains(&rules, chain_prefix, network_label) {
+        if live.contains(&chain.as_str()) {
+            continue;
+        }
+        match delete(nl, family, table, &[], &[chain.as_str()]) {
+            Ok(()) => removed.push(chain),
+            Err(e) => tracing::info!("GC: chain {chain} of {table} stays: {}", e.what),
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_networks_chains() {
+        let rule = |chain: &str, comment: Option<&str>| Rule {
+            chain: chain.into(),
+            handle: 1,
+            comment: comment.map(String::from),
+        };
+        let rules = [
+            rule("net-1", Some("cni:n 10.0.0.0/24")),
+            rule("net-2", Some("cni:n2 10.0.1.0/24")),
+            rule("hp-3", Some("cni:n 10.0.0.0/24")),
+            rule("hp-3", Some("cni:n 10.0.0.0/24")),
+            rule("hp-4", Some("cni:n 10.0.2.0/24 all")),
+            rule("hp-5", Some("cni:nx 10.0.3.0/24")),
+            rule("postrouting", None),
+        ];
+        assert_eq!(network_chains(&rules, "net-", "cni:n"), ["net-1"]);
+        assert_eq!(network_chains(&rules, "hp-", "cni:n"), ["hp-3", "hp-4"]);
+        assert_eq!(
+            network_chains(&rules, "hp-", "cni:n2"),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn parses_a_rule_with_either_comment() {

@@ -2,6 +2,7 @@
 //! in the module doc of [`super`]). Element changes go to the kernel as one nfnetlink batch per
 //! call ([`nftelem`](crate::firewall::nftelem)), ownership is read with single-key kernel lookups ([`nftset::get`](crate::firewall::nftset::get)); the
 //! table, maps and chains are made through [`Nft`] only when the kernel reports them missing.
+//! DEL, CHECK, GC and STATUS run no nft script: they ask the kernel.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -12,13 +13,14 @@ use super::nft_found::{
 };
 use super::nft_script::{
     create_ops, decode_gid, decode_target, delete_hairpin, group_chains, group_id, hairpin_map,
-    setup_script, Claim, TABLE,
+    setup_script, Claim, TABLE, TABLE_NAME,
 };
 use super::{in_use, DelHint, Flush, Forward, HostPorts, Options, Published};
 use crate::error::{CniError, Result};
 use crate::firewall::nftelem::Op;
 use crate::firewall::nftexec::Nft;
-use crate::firewall::nftset::key;
+use crate::firewall::nftrule;
+use crate::firewall::nftset::{key, INET};
 use crate::firewall::Tag;
 use crate::nfnl::Nfnl;
 
@@ -230,7 +232,6 @@ impl HostPorts for NftHostPorts {
     }
 
     fn check(&self, tag: &Tag, fwds: &[Forward]) -> Result<()> {
-        let nft = nft()?;
         let mut nl = socket()?;
         let mut chains = Vec::new();
         for f in fwds.iter().filter(|f| !f.mappings.is_empty()) {
@@ -272,10 +273,20 @@ impl HostPorts for NftHostPorts {
                 )));
             }
         }
-        // One listing per chain: nft narrows its cache to the chain a listing names.
         for chain in chains {
-            nft.run(&format!("list chain {TABLE} {chain}"))
-                .map_err(|e| e.cni(&format!("CHECK: chain {chain} of {TABLE}")))?;
+            match nftrule::exists(&mut nl, INET, TABLE_NAME, Some(&chain)) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(CniError::internal(format!(
+                        "CHECK: chain {chain} of {TABLE} is missing"
+                    )))
+                }
+                None => {
+                    return Err(CniError::internal(format!(
+                        "CHECK: chain {chain} of {TABLE} could not be looked up"
+                    )))
+                }
+            }
         }
         Ok(())
     }
@@ -299,17 +310,11 @@ impl HostPorts for NftHostPorts {
             flush,
             what,
         )?;
-        remove_orphan_chains(network);
+        remove_orphan_chains(&mut nl, network);
         Ok(removed)
     }
 
     fn status(&self) -> Result<()> {
-        let nft = nft()?;
-        nft.run("list tables").map(drop).map_err(|e| {
-            CniError::not_available(format!(
-                "backend nftables: the kernel refused a listing: {}",
-                e.0.trim()
-            ))
-        })
+        Nft::ready("backend nftables")
     }
 }

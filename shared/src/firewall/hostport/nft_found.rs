@@ -1,7 +1,7 @@
 //! What of an attachment the nftables host port driver finds in the kernel (claims with their
 //! DNAT targets, hairpin elements), single-key lookups and map dumps through [`nftset`], and
 //! removing it as one nfnetlink batch ([`nftelem`]) before the conntrack flush; GC of unused
-//! hairpin chains.
+//! hairpin chains ([`nftrule`]). No nft engine is needed here.
 
 use std::net::IpAddr;
 
@@ -11,8 +11,7 @@ use super::nft_script::{
 use super::{DelHint, Flush, Published};
 use crate::error::Result;
 use crate::firewall::nftelem::{self, Op};
-use crate::firewall::nftexec::Nft;
-use crate::firewall::nftjson::orphan_chains;
+use crate::firewall::nftrule;
 use crate::firewall::nftset::{self, Element, INET};
 use crate::firewall::Tag;
 use crate::nfnl::{Nfnl, NlErr};
@@ -209,37 +208,26 @@ fn delete_all(nl: &mut Nfnl, ops: &[Op], what: &str) -> Result<()> {
 }
 
 /// GC: remove the network's masquerade chains (`hp-…`) that no hairpin element jumps to any
-/// more, as the masquerade GC does with its network chains. A concurrent ADD that needs one
-/// again either makes the deletion fail (EBUSY: the chain stays, fine) or finds it missing and
-/// creates it anew. Failures only leave a chain for the next GC.
-pub(super) fn remove_orphan_chains(network: &str) {
-    let nft = match Nft::get() {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!("GC: {e}");
-            return;
-        }
-    };
-    let table = match nft.run_json(&format!("list table {TABLE}")) {
-        Ok(v) => v,
-        Err(e) => {
-            if !e.is_missing() {
-                tracing::warn!("GC: listing {TABLE}: {}", e.0.trim());
+/// more, as the masquerade GC does with its network chains ([`nftrule::remove_unused_chains`]).
+/// Failures only leave a chain for the next GC.
+pub(super) fn remove_orphan_chains(nl: &mut Nfnl, network: &str) {
+    let mut live = Vec::new();
+    for v6 in [false, true] {
+        match dump(nl, &hairpin_map(v6)) {
+            Ok(elems) => live.extend(elems.into_iter().filter_map(|e| e.chain)),
+            Err(e) => {
+                tracing::warn!("GC: {}", e.msg);
+                return;
             }
-            return;
         }
-    };
-    let label = crate::firewall::tag::network_label(network);
-    let orphans = orphan_chains(&table, "hp-", &label);
-    if orphans.is_empty() {
-        return;
     }
-    let script: String = orphans
-        .iter()
-        .map(|c| format!("delete chain {TABLE} {c}\n"))
-        .collect();
-    match nft.run(&script) {
-        Ok(_) => tracing::info!(?orphans, "GC: removed unused masquerade chains"),
-        Err(e) => tracing::info!("GC: masquerade chains still in use: {}", e.0.trim()),
+    let live: Vec<&str> = live.iter().map(String::as_str).collect();
+    let label = crate::firewall::tag::network_label(network);
+    match nftrule::remove_unused_chains(nl, INET, TABLE_NAME, "hp-", &label, &live) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "GC: removed unused masquerade chains")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("GC: listing the chains of {TABLE}: {}", e.what),
     }
 }
