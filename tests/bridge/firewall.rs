@@ -191,11 +191,31 @@ fn macspoofchk_drops_frames_from_another_mac() {
     assert!(pings(&ctr, gw));
     del(&host, &c, "s", Some(&ctr));
     assert!(!nft_ruleset(&host).contains("cni:brnet/s/"));
-    // And through an empty CNI_NETNS.
+    // And through an empty CNI_NETNS, found by its tag — with no nft engine (`CNI_NFT=none`):
+    // only the table's creation needs one.
     add(&host, &c, "s2", &ctr);
-    call_if(&host, Command::Del, &c, "s2", "eth0", None).unwrap();
+    let without_nft = |cmd: Command, c: &serde_json::Value, id: &str| {
+        Call::new("bridge", cmd, c.clone())
+            .container(id, "eth0", None)
+            .env("CNI_NFT", "none")
+            .run_in(&host)
+    };
+    without_nft(Command::Del, &c, "s2").unwrap();
     assert!(!nft_ruleset(&host).contains("cni:brnet/s2/"));
     del(&host, &c, "s2", Some(&ctr));
+    // GC keeps the valid attachment's entries and removes the others.
+    let ctr2 = Sandbox::new("br-spoof-c2");
+    add(&host, &c, "s3", &ctr);
+    add(&host, &c, "s4", &ctr2);
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "s4", "ifname": "eth0"}]);
+    without_nft(Command::Gc, &gc, "").unwrap();
+    let rules = nft_ruleset(&host);
+    assert_eq!(rules.matches("cni:brnet/s3/").count(), 0, "{rules}");
+    assert_eq!(rules.matches("cni:brnet/s4/").count(), 2, "{rules}");
+    del(&host, &c, "s4", Some(&ctr2));
+    assert!(!nft_ruleset(&host).contains("cni:brnet/"));
+    del(&host, &c, "s3", Some(&ctr));
 }
 
 #[test]

@@ -145,7 +145,7 @@ pub fn status(req: &Request, cfg: &AttachConfig) -> Result<()> {
         firewall::masquerade(cfg.masq_backend).status()?;
     }
     if cfg.macspoofchk {
-        Nft::get().map_err(|e| e.context("macspoofchk"))?;
+        Nft::ready("macspoofchk")?;
     }
     if let Some(ipam) = ipam_type(req) {
         invoke::delegate(ipam, Command::Status, req)?;
