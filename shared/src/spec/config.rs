@@ -117,13 +117,15 @@ impl NetConf {
                 "cni.dev/valid-attachments: required for GC (an empty list releases everything)",
             )),
             (a, b) => {
-                let mut all: Vec<GcAttachment> = Vec::new();
-                for att in a.iter().chain(b.iter()).flatten() {
-                    if !all.contains(att) {
-                        all.push(att.clone());
-                    }
-                }
-                Ok(all)
+                // Deduplicated through a set: a node's list has one entry per attachment
+                // (thousands on a big node; `Vec::contains` made this quadratic).
+                let mut seen = std::collections::HashSet::new();
+                Ok(a.iter()
+                    .chain(b.iter())
+                    .flatten()
+                    .filter(|att| seen.insert(*att))
+                    .cloned()
+                    .collect())
             }
         }
     }
