@@ -146,6 +146,13 @@ impl Nfnl {
         })
     }
 
+    /// [`Nfnl::open`] for the nftables backend named `what`: without a netfilter netlink
+    /// socket (a kernel built without it) that backend is not available here, code 50 — so a
+    /// DEL or GC that looks in both backends goes on with the other.
+    pub fn open_backend(what: &str) -> std::result::Result<Nfnl, CniError> {
+        Nfnl::open().map_err(|e| CniError::not_available(format!("{what}: {}", e.what)))
+    }
+
     /// [`Nfnl::open`] for work that can do without the socket: `None` (said in the debug log)
     /// when it cannot be had.
     pub fn open_optional() -> Option<Nfnl> {

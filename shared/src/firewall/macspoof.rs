@@ -92,7 +92,7 @@ fn delete_ops(entries: &[Entry]) -> Vec<Op> {
 }
 
 fn socket() -> Result<Nfnl> {
-    Nfnl::open().map_err(|e| e.cni("macspoofchk"))
+    Nfnl::open_backend("macspoofchk")
 }
 
 fn commit(nl: &mut Nfnl, ops: &[Op]) -> std::result::Result<(), NlErr> {

@@ -26,7 +26,7 @@ use crate::nfnl::{Nfnl, NlErr};
 pub struct NftMasq;
 
 fn socket() -> Result<Nfnl> {
-    Nfnl::open().map_err(|e| e.cni("ipMasqBackend nftables"))
+    Nfnl::open_backend("ipMasqBackend nftables")
 }
 
 fn nft() -> Result<&'static Nft> {

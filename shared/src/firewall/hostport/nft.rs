@@ -41,7 +41,7 @@ fn nft() -> Result<&'static Nft> {
 }
 
 fn socket() -> Result<Nfnl> {
-    Nfnl::open().map_err(|e| e.cni("backend nftables"))
+    Nfnl::open_backend("backend nftables")
 }
 
 fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
