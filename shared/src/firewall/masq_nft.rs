@@ -1,8 +1,9 @@
 //! Masquerade with nftables: `table inet cni_masq`, one verdict-map element per container
 //! address, tagged. Layout and reasons in the module doc of [`super`]. Element changes and
 //! lookups go straight to the kernel ([`nftelem`], [`nftset`]); the table and the network
-//! chains are made through [`Nft`] only when the kernel reports them missing. GC, CHECK and
-//! STATUS need no engine: they ask the kernel (GC's chain listing and deletion: [`nftrule`]).
+//! chains are made through [`Nft`] only when the kernel reports them missing. DEL, CHECK and
+//! GC need no engine: they ask the kernel (GC's chain listing and deletion: [`nftrule`]);
+//! STATUS checks the engine is there, for ADD's sake, and asks the kernel.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
