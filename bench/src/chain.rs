@@ -3,9 +3,9 @@
 //! for each side in its own sandbox host, the sides interleaved step by step so that both see
 //! the same background load:
 //!
-//! 1. `rounds` ADD+DEL cycles of one container on an empty host;
+//! 1. `rounds` ADD+CHECK+DEL cycles of one container on an empty host;
 //! 2. ADD of containers 1..=N, each timed (the first ten and the last ten are reported);
-//! 3. `rounds` ADD+DEL cycles of one more container next to the N;
+//! 3. `rounds` ADD+CHECK+DEL cycles of one more container next to the N;
 //! 4. DEL of containers N..=1, each timed.
 //!
 //! Before the last ten ADDs and before step 3 the host is left alone for [`SETTLE`]: a new
@@ -55,6 +55,12 @@ pub struct ChainResult {
     pub last_add: Samples,
     pub full_add: Samples,
     pub full_del: Samples,
+    /// CHECK (with the cached ADD result) in the cycles on the empty host and next to the N.
+    pub empty_check: Samples,
+    pub full_check: Samples,
+    /// Why the reference's CHECK failed (its portmap 1.1.1 checks IPv6 chains an IPv4-only
+    /// container does not have): its CHECK samples are then missing, not the run.
+    pub check_error: Option<String>,
     /// DEL of containers N..=N-9 (the first ten of the drain).
     pub last_del: Samples,
     /// DEL of containers 10..=1.
@@ -131,9 +137,24 @@ fn cap_args(port: u32) -> Value {
     json!({"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]})
 }
 
+/// The `msg` of the CNI error in a failed cnitool run's output, else the whole error.
+fn cni_msg(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let msg = text.find('{').and_then(|i| {
+        let first = serde_json::Deserializer::from_str(&text[i..])
+            .into_iter::<Value>()
+            .next()?
+            .ok()?;
+        first.get("msg")?.as_str().map(String::from)
+    });
+    msg.unwrap_or(text)
+}
+
 /// One side's sandbox host, runtime and containers.
 struct Lane<'a> {
     rt: Runtime<'a>,
+    /// The reference side (whose CHECK may fail).
+    reference: bool,
     _data: TempDir,
     extra: Sandbox,
     ctrs: Vec<Sandbox>,
@@ -158,13 +179,24 @@ impl Lane<'_> {
     fn cycles(&mut self, tag: &str, round: u32, full: bool) -> Result<()> {
         let id = format!("{tag}{round}");
         let a = self.op("add", 0, &id, 19_999)?;
+        let c = match self.op("check", 0, &id, 19_999) {
+            Err(e) if self.reference => {
+                self.res.check_error.get_or_insert_with(|| cni_msg(&e));
+                None
+            }
+            c => Some(c?),
+        };
         let d = self.op("del", 0, &id, 19_999)?;
-        let (sa, sd) = if full {
-            (&mut self.res.full_add, &mut self.res.full_del)
+        let r = &mut self.res;
+        let (sa, sc, sd) = if full {
+            (&mut r.full_add, &mut r.full_check, &mut r.full_del)
         } else {
-            (&mut self.res.empty_add, &mut self.res.empty_del)
+            (&mut r.empty_add, &mut r.empty_check, &mut r.empty_del)
         };
         sa.push(a);
+        if let Some(c) = c {
+            sc.push(c);
+        }
         sd.push(d);
         Ok(())
     }
@@ -183,6 +215,7 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, opts: Options) -> Result<Vec<Cha
         rt.install(NETWORK, &conflist(side, &data, opts.dual_stack))?;
         lanes.push(Lane {
             rt,
+            reference: side.reference,
             _data: data,
             extra: opts.make("bc-x")?,
             ctrs: Vec::new(),
@@ -255,4 +288,20 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, opts: Options) -> Result<Vec<Cha
         }
     }
     Ok(lanes.into_iter().map(|l| l.res).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_msg_of_a_failed_cnitool_run() {
+        let e = anyhow!(
+            "cnitool check x exited with status 1: {{\n \"code\": 999,\n \"msg\": \"plugin \
+             type=\\\"portmap\\\" failed\"\n}}cnitool check x: plugin failed"
+        );
+        assert_eq!(cni_msg(&e), "plugin type=\"portmap\" failed");
+        let plain = anyhow!("spawning cnitool: not found");
+        assert_eq!(cni_msg(&plain), "spawning cnitool: not found");
+    }
 }

@@ -193,12 +193,14 @@ impl Report {
             let _ = write!(o, "---|");
         }
         let _ = writeln!(o, "---|");
-        let rows: [(&str, ChainField); 8] = [
+        let rows: [(&str, ChainField); 10] = [
             ("ADD, empty host", |c| &c.empty_add),
+            ("CHECK, empty host", |c| &c.empty_check),
             ("DEL, empty host", |c| &c.empty_del),
             ("ADD of containers 1–10", |c| &c.first_add),
             ("ADD of the last 10 containers", |c| &c.last_add),
             ("ADD next to N", |c| &c.full_add),
+            ("CHECK next to N", |c| &c.full_check),
             ("DEL next to N", |c| &c.full_del),
             ("DEL of the last 10 containers", |c| &c.last_del),
             ("DEL of containers 10–1", |c| &c.first_del),
@@ -209,7 +211,9 @@ impl Report {
                 let _ = write!(o, " {} |", cell(f(c)));
             }
             let ratio = match (self.side("ours"), self.side("reference")) {
-                (Some(a), Some(r)) => format!("{:.1}×", p50(f(r)) / p50(f(a)).max(0.001)),
+                (Some(a), Some(r)) if f(a).len() > 0 && f(r).len() > 0 => {
+                    format!("{:.1}×", p50(f(r)) / p50(f(a)).max(0.001))
+                }
                 _ => "—".into(),
             };
             let _ = writeln!(o, " {ratio} |");
@@ -219,6 +223,11 @@ impl Report {
             let _ = write!(o, " {:.2}× |", growth(c));
         }
         let _ = writeln!(o, " — |");
+        for c in &self.chain {
+            if let Some(e) = &c.check_error {
+                let _ = writeln!(o, "\n{}: every CHECK failed (\"{e}\").", c.label);
+            }
+        }
     }
 
     fn plugin_details(&self, o: &mut String) {
