@@ -97,7 +97,10 @@ impl Options {
                     // `all` for the interfaces there now (lo), `default` for those to come; a
                     // kernel without IPv6 has neither key, and nothing to turn off.
                     for which in ["all", "default"] {
-                        sysctl::set(&["net", "ipv6", "conf", which, "disable_ipv6"], "1")?;
+                        sysctl::set_in_container(
+                            &["net", "ipv6", "conf", which, "disable_ipv6"],
+                            "1",
+                        )?;
                     }
                     Ok(())
                 })

@@ -106,14 +106,15 @@ pub fn configure_iface(
     };
     let no_dad_sysctl = has_v6 && !opts.enable_dad && link_local.is_none();
     if no_dad_sysctl || (has_v6 && opts.notify_neighbours) {
-        // IPv6 device settings have no netlink setter: /proc/sys, in the container.
+        // IPv6 device settings have no netlink setter: /proc/sys, in the container (through
+        // a procfs instance of our own, which leaves no entries in the host's /proc).
         let name = ifname.to_string();
         ns.run(move || -> Result<()> {
             if no_dad_sysctl {
-                sysctl::set(&["net", "ipv6", "conf", &name, "accept_dad"], "0")?;
+                sysctl::set_in_container(&["net", "ipv6", "conf", &name, "accept_dad"], "0")?;
             }
             if opts.notify_neighbours {
-                sysctl::set(&["net", "ipv6", "conf", &name, "ndisc_notify"], "1")?;
+                sysctl::set_in_container(&["net", "ipv6", "conf", &name, "ndisc_notify"], "1")?;
             }
             Ok(())
         })??;

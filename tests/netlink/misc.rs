@@ -85,6 +85,44 @@ fn sysctl_is_per_namespace() {
     assert!(!ns.run(|| sysctl::set(&gone, "0")).unwrap().unwrap());
 }
 
+/// A container's key written through our own procfs instance lands in the container's
+/// namespace (the thread's, not the mount's), and only there.
+#[test]
+fn sysctl_in_a_container_through_our_own_proc() {
+    assert!(
+        sysctl::has_own_proc(),
+        "this kernel (5.2+, no seccomp) gives a process a procfs instance of its own"
+    );
+    let sb = Sandbox::new("sp");
+    let key = ["net", "ipv6", "conf", "default", "accept_dad"];
+    let machine = sysctl::get(&key).unwrap().unwrap();
+    let want = if machine == "0" { "2" } else { "0" };
+    let ns = sb.netns();
+    assert!(ns
+        .run(|| sysctl::set_in_container(&key, want))
+        .unwrap()
+        .unwrap());
+    let seen = sb.exec("cat", &["/proc/sys/net/ipv6/conf/default/accept_dad"]);
+    assert_eq!(String::from_utf8_lossy(&seen.stdout).trim(), want);
+    assert_eq!(
+        sysctl::get(&key).unwrap().unwrap(),
+        machine,
+        "host untouched"
+    );
+    let gone = ["net", "ipv6", "conf", "nope0", "accept_dad"];
+    assert!(!ns
+        .run(|| sysctl::set_in_container(&gone, "0"))
+        .unwrap()
+        .unwrap());
+    assert_eq!(
+        ns.run(|| sysctl::set_in_container(&["kernel", "x"], "0"))
+            .unwrap()
+            .unwrap_err()
+            .code,
+        7
+    );
+}
+
 #[test]
 fn handles_work_from_several_threads() {
     let host = Sandbox::new("th");
