@@ -5,7 +5,9 @@
 //!
 //! 1. `rounds` ADD+CHECK+DEL cycles of one container on an empty host;
 //! 2. ADD of containers 1..=N, each timed (the first ten and the last ten are reported);
-//! 3. `rounds` ADD+CHECK+DEL cycles of one more container next to the N;
+//! 3. `rounds` ADD+CHECK+DEL cycles of one more container next to the N; then, ours only (the
+//!    reference 1.1.1 speaks no CNI 1.1.0), `rounds` STATUS and GC (every one of the N valid:
+//!    the cost of looking) of the list in CNI 1.1.0;
 //! 4. DEL of containers N..=1, each timed.
 //!
 //! Before the last ten ADDs and before step 3 the host is left alone for [`SETTLE`]: a new
@@ -58,6 +60,9 @@ pub struct ChainResult {
     /// CHECK (with the cached ADD result) in the cycles on the empty host and next to the N.
     pub empty_check: Samples,
     pub full_check: Samples,
+    /// STATUS and GC (nothing stale) next to the N, ours only.
+    pub full_status: Samples,
+    pub full_gc: Samples,
     /// Why the reference's CHECK failed (its portmap 1.1.1 checks IPv6 chains an IPv4-only
     /// container does not have): its CHECK samples are then missing, not the run.
     pub check_error: Option<String>,
@@ -277,6 +282,15 @@ pub fn run(sides: &[Side], n: u32, rounds: u32, opts: Options) -> Result<Vec<Cha
     for r in 0..rounds {
         for l in &mut lanes {
             l.cycles("f", r, true)?;
+        }
+    }
+    let valid: String = (1..=n).map(|i| format!("c{i}/eth0,")).collect();
+    for _ in 0..rounds {
+        for l in lanes.iter_mut().filter(|l| !l.reference) {
+            let s = l.rt.op_v11("status", NETWORK, "")?;
+            l.res.full_status.push(s.elapsed);
+            let g = l.rt.op_v11("gc", NETWORK, &valid)?;
+            l.res.full_gc.push(g.elapsed);
         }
     }
     for i in (1..=n).rev() {

@@ -193,7 +193,7 @@ impl Report {
             let _ = write!(o, "---|");
         }
         let _ = writeln!(o, "---|");
-        let rows: [(&str, ChainField); 10] = [
+        let rows: [(&str, ChainField); 12] = [
             ("ADD, empty host", |c| &c.empty_add),
             ("CHECK, empty host", |c| &c.empty_check),
             ("DEL, empty host", |c| &c.empty_del),
@@ -202,6 +202,8 @@ impl Report {
             ("ADD next to N", |c| &c.full_add),
             ("CHECK next to N", |c| &c.full_check),
             ("DEL next to N", |c| &c.full_del),
+            ("STATUS next to N (CNI 1.1.0)", |c| &c.full_status),
+            ("GC next to N, all valid (CNI 1.1.0)", |c| &c.full_gc),
             ("DEL of the last 10 containers", |c| &c.last_del),
             ("DEL of containers 10–1", |c| &c.first_del),
         ];

@@ -113,6 +113,8 @@ pub struct Runtime<'a> {
     pub host: &'a Sandbox,
     pub side: Side,
     netconf: TempDir,
+    /// The same lists in CNI 1.1.0, for GC and STATUS (libcni sends neither to older lists).
+    netconf_v11: TempDir,
     cache: TempDir,
     cnitool: PathBuf,
 }
@@ -123,16 +125,40 @@ impl<'a> Runtime<'a> {
             host,
             side: side.clone(),
             netconf: TempDir::new("bench-netconf"),
+            netconf_v11: TempDir::new("bench-netconf-v11"),
             cache: TempDir::new("bench-cache"),
             cnitool: plugin_path("cnitool"),
         }
     }
 
-    /// Write a configuration list (`name` is the network name and the file name).
+    /// Write a configuration list (`name` is the network name and the file name), and its
+    /// CNI 1.1.0 copy for [`Runtime::op_v11`].
     pub fn install(&self, name: &str, list: &Value) -> Result<()> {
-        let p = self.netconf.path().join(format!("{name}.conflist"));
-        std::fs::write(&p, serde_json::to_vec_pretty(list)?)
-            .with_context(|| format!("writing {}", p.display()))
+        let mut v11 = list.clone();
+        v11["cniVersion"] = Value::from("1.1.0");
+        for (dir, l) in [(&self.netconf, list), (&self.netconf_v11, &v11)] {
+            let p = dir.path().join(format!("{name}.conflist"));
+            std::fs::write(&p, serde_json::to_vec_pretty(l)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(())
+    }
+
+    /// `cnitool <verb> <network>` of the CNI 1.1.0 list (GC, STATUS), with the same result
+    /// cache as [`Runtime::op`]; `valid` is GC's `CNI_VALID_ATTACHMENTS`.
+    pub fn op_v11(&self, verb: &str, network: &str, valid: &str) -> Result<Run> {
+        let mut s = Spec::new(&self.cnitool)
+            .arg(verb)
+            .arg(network)
+            .env("NETCONFPATH", self.netconf_v11.path().display().to_string())
+            .env("CNI_PATH", self.side.dir.display().to_string())
+            .env("CNI_CACHE_DIR", self.cache.path().display().to_string())
+            .env("CNI_VALID_ATTACHMENTS", valid);
+        for (k, v) in &self.side.env {
+            s = s.env(k, v.clone());
+        }
+        s.run_in(self.host)
+            .with_context(|| format!("{}: cnitool {verb} {network} (CNI 1.1.0)", self.side.label))
     }
 
     /// `cnitool <verb> <network> <netns>` for container `id` (interface `ifname`), with

@@ -186,8 +186,9 @@ impl CniConfig {
             errors.push(e.context("listing cached attachments"));
             Vec::new()
         });
+        let valid_set: std::collections::HashSet<&GcAttachment> = valid.iter().collect();
         for att in cached.iter().filter(|a| a.network_name == list.name) {
-            if valid.contains(&att.gc_attachment()) {
+            if valid_set.contains(&att.gc_attachment()) {
                 continue;
             }
             let rt = RuntimeConf {
