@@ -144,20 +144,27 @@ impl<'a> Runtime<'a> {
         Ok(())
     }
 
-    /// `cnitool <verb> <network>` of the CNI 1.1.0 list (GC, STATUS), with the same result
-    /// cache as [`Runtime::op`]; `valid` is GC's `CNI_VALID_ATTACHMENTS`.
-    pub fn op_v11(&self, verb: &str, network: &str, valid: &str) -> Result<Run> {
+    /// `cnitool <verb> <network>` with this side's plugins, configuration directory `netconf`
+    /// and result cache, and the side's extra environment.
+    fn cnitool(&self, verb: &str, network: &str, netconf: &TempDir) -> Spec<'_> {
         let mut s = Spec::new(&self.cnitool)
             .arg(verb)
             .arg(network)
-            .env("NETCONFPATH", self.netconf_v11.path().display().to_string())
+            .env("NETCONFPATH", netconf.path().display().to_string())
             .env("CNI_PATH", self.side.dir.display().to_string())
-            .env("CNI_CACHE_DIR", self.cache.path().display().to_string())
-            .env("CNI_VALID_ATTACHMENTS", valid);
+            .env("CNI_CACHE_DIR", self.cache.path().display().to_string());
         for (k, v) in &self.side.env {
             s = s.env(k, v.clone());
         }
-        s.run_in(self.host)
+        s
+    }
+
+    /// `cnitool <verb> <network>` of the CNI 1.1.0 list (GC, STATUS), with the same result
+    /// cache as [`Runtime::op`]; `valid` is GC's `CNI_VALID_ATTACHMENTS`.
+    pub fn op_v11(&self, verb: &str, network: &str, valid: &str) -> Result<Run> {
+        self.cnitool(verb, network, &self.netconf_v11)
+            .env("CNI_VALID_ATTACHMENTS", valid)
+            .run_in(self.host)
             .with_context(|| format!("{}: cnitool {verb} {network} (CNI 1.1.0)", self.side.label))
     }
 
@@ -172,20 +179,13 @@ impl<'a> Runtime<'a> {
         ifname: &str,
         cap_args: Option<&Value>,
     ) -> Result<Run> {
-        let mut s = Spec::new(&self.cnitool)
-            .arg(verb)
-            .arg(network)
+        let mut s = self
+            .cnitool(verb, network, &self.netconf)
             .arg(ctr.path().display().to_string())
-            .env("NETCONFPATH", self.netconf.path().display().to_string())
-            .env("CNI_PATH", self.side.dir.display().to_string())
-            .env("CNI_CACHE_DIR", self.cache.path().display().to_string())
             .env("CNI_CONTAINERID", id)
             .env("CNI_IFNAME", ifname);
         if let Some(c) = cap_args {
             s = s.env("CAP_ARGS", c.to_string());
-        }
-        for (k, v) in &self.side.env {
-            s = s.env(k, v.clone());
         }
         s.run_in(self.host)
             .with_context(|| format!("{}: cnitool {verb} {network} ({id})", self.side.label))

@@ -93,9 +93,8 @@ impl Nft {
     /// (one table dump through nfnetlink: no script, no process). Code 50 otherwise.
     pub fn ready(what: &str) -> Result<()> {
         Nft::get().map_err(|e| e.context(what))?;
-        let answer = crate::nfnl::Nfnl::open()
-            .and_then(|mut nl| super::nftrule::answers(&mut nl, super::nftset::INET));
-        answer.map_err(|e| {
+        let mut nl = crate::nfnl::Nfnl::open_backend(what)?;
+        super::nftrule::answers(&mut nl, super::nftset::INET).map_err(|e| {
             CniError::not_available(format!(
                 "{what}: the kernel refused an nf_tables listing: {}",
                 e.what
@@ -117,8 +116,8 @@ impl Nft {
         self.run_retrying(script)
     }
 
-    /// Run once, and again while the kernel reports EINTR: nft's own cache fill that met a concurrent change of the ruleset, which the kernel refuses to
-    /// answer inconsistently. Nothing was applied then (a transaction is all or nothing), so a
+    /// Run once, and again while the kernel reports EINTR: nft's own cache fill that met a
+    /// concurrent change of the ruleset, which the kernel refuses to answer inconsistently. Nothing was applied then (a transaction is all or nothing), so a
     /// rerun is safe. Without the rerun, 1 or 2 of 200 parallel DELs failed
     /// (tests/reliability).
     fn run_retrying(&self, script: &str) -> std::result::Result<String, NftError> {
