@@ -1,5 +1,6 @@
 //! Choosing, finding and releasing an attachment's addresses: one per range set, all or nothing.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -212,7 +213,18 @@ pub fn release(store: &Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
 /// leaves: see the store). Returns the released addresses.
 pub fn collect_garbage(store: &Store, valid: &[(String, String)]) -> Result<Vec<IpAddr>> {
     store.ensure_index()?;
-    let is_valid = |o: &Owner| valid.iter().any(|(id, ifname)| o.matches(id, ifname));
+    // Sets: a node's list has an entry per attachment, as its store has a lease per address
+    // (a scan of each list per lease was quadratic).
+    let pairs: HashSet<(&str, &str)> = valid
+        .iter()
+        .map(|(i, f)| (i.as_str(), f.as_str()))
+        .collect();
+    let ids: HashSet<&str> = valid.iter().map(|(i, _)| i.as_str()).collect();
+    let is_valid = |o: &Owner| match o {
+        Owner::Attachment { id, ifname } => pairs.contains(&(id.as_str(), ifname.as_str())),
+        Owner::LegacyId(id) => ids.contains(id.as_str()),
+        Owner::Garbage(_) => false,
+    };
     let mut released = Vec::new();
     for (ip, owner) in store.scan()? {
         match &owner {
@@ -232,8 +244,8 @@ pub fn collect_garbage(store: &Store, valid: &[(String, String)]) -> Result<Vec<
         }
     }
     for (path, id, ifname) in store.index_entries() {
-        let legacy_valid = ifname.is_empty() && valid.iter().any(|(i, _)| *i == id);
-        if !legacy_valid && !valid.iter().any(|(i, f)| *i == id && *f == ifname) {
+        let legacy_valid = ifname.is_empty() && ids.contains(id.as_str());
+        if !legacy_valid && !pairs.contains(&(id.as_str(), ifname.as_str())) {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -294,3 +294,47 @@ fn long_container_ids_get_a_hashed_index_name() {
         [ip("10.0.0.2")]
     );
 }
+
+#[test]
+fn gc_reads_the_index_by_name_and_hashed_names_by_content() {
+    let d = tmp("gc-index");
+    let c = cfg(&d, vec![set("10.0.0.0/24", None, None)]);
+    let s = Store::open_locked(&c.network_dir()).unwrap();
+    let (long_keep, long_drop) = ("k".repeat(300), "d".repeat(300));
+    for id in [
+        long_keep.as_str(),
+        long_drop.as_str(),
+        "short-drop",
+        "short-keep",
+    ] {
+        allocator::allocate(&c, &s, id, "eth0", &[]).unwrap();
+    }
+    // An index entry whose attachment holds no lease any more (a crash between the two
+    // removals) goes too when the attachment is not valid.
+    s.index_put("orphan", "eth1", &[ip("10.0.0.99")]).unwrap();
+    let valid = vec![
+        (long_keep.clone(), "eth0".to_string()),
+        ("short-keep".into(), "eth0".into()),
+    ];
+    let mut released = allocator::collect_garbage(&s, &valid).unwrap();
+    released.sort();
+    assert_eq!(released, [ip("10.0.0.3"), ip("10.0.0.4")]);
+    assert!(s.index_get(&long_keep, "eth0").is_some());
+    assert!(s.index_get("short-keep", "eth0").is_some());
+    for (id, ifname) in [
+        (long_drop.as_str(), "eth0"),
+        ("short-drop", "eth0"),
+        ("orphan", "eth1"),
+    ] {
+        assert!(s.index_get(id, ifname).is_none(), "{id} {ifname}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(c.network_dir().join(".attachments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"short-keep@eth0".to_string()));
+    assert!(names.iter().any(|n| n.starts_with('~')), "{names:?}");
+}
