@@ -182,15 +182,15 @@ impl CniConfig {
             return Ok(());
         }
         let mut errors = Vec::new();
-        let cached = self.cache.attachments(None).unwrap_or_else(|e| {
-            errors.push(e.context("listing cached attachments"));
-            Vec::new()
-        });
         let valid_set: std::collections::HashSet<&GcAttachment> = valid.iter().collect();
-        for att in cached.iter().filter(|a| a.network_name == list.name) {
-            if valid_set.contains(&att.gc_attachment()) {
-                continue;
-            }
+        let stale = self
+            .cache
+            .stale_attachments(&list.name, &valid_set)
+            .unwrap_or_else(|e| {
+                errors.push(e.context("listing cached attachments"));
+                Vec::new()
+            });
+        for att in &stale {
             let rt = RuntimeConf {
                 container_id: att.container_id.clone(),
                 netns: att.netns.clone(),

@@ -1,12 +1,13 @@
 //! The result cache: libcni's file format, both ways.
 
+use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 
 use serde_json::{json, Value};
 
 use super::conf_tests::Tmp;
 use super::*;
-use crate::spec::Version;
+use crate::spec::{GcAttachment, Version};
 
 const CONFLIST: &str = r#"{"cniVersion":"1.0.0","name":"dbnet","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.1.0.0/16"}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
 
@@ -161,4 +162,56 @@ fn entry_without_a_result_is_an_error_for_prev_result() {
     let e: CachedAttachment = serde_json::from_value(v).unwrap();
     cache.save(&e).unwrap();
     assert!(cache.result("dbnet", CID, "eth0", Version::V1_0_0).is_err());
+}
+
+#[test]
+fn gc_reads_only_the_entries_that_may_be_stale() {
+    let d = Tmp::new("stale");
+    let cache = ResultCache::new(&d.0);
+    let entry = |net: &str, id: &str, ifname: &str| CachedAttachment {
+        kind: CACHE_KIND_V1.into(),
+        container_id: id.into(),
+        config: Vec::new(),
+        ifname: ifname.into(),
+        network_name: net.into(),
+        netns: format!("/run/netns/{id}"),
+        cni_args: Vec::new(),
+        capability_args: Default::default(),
+        result: None,
+    };
+    for (net, id) in [
+        ("n", "keep"),
+        ("n", "gone"),
+        ("n-x", "gone2"),
+        ("m", "gone3"),
+    ] {
+        cache.save(&entry(net, id, "eth0")).unwrap();
+    }
+    cache.save(&entry("n", "keep", "net1")).unwrap();
+    let results = cache.results_dir();
+    // The valid attachment's file is not read: garbage there is not reported either.
+    std::fs::write(results.join("n-keep-eth0"), "garbage").unwrap();
+    // A file of another network is not read, even when it holds an entry of this one.
+    std::fs::write(
+        results.join("m-moved-eth0"),
+        serde_json::to_vec(&entry("n", "moved", "eth0")).unwrap(),
+    )
+    .unwrap();
+    let keep = GcAttachment {
+        container_id: "keep".into(),
+        ifname: "eth0".into(),
+    };
+    let valid: HashSet<&GcAttachment> = [&keep].into_iter().collect();
+    let stale = cache.stale_attachments("n", &valid).unwrap();
+    let ids: Vec<(&str, &str)> = stale
+        .iter()
+        .map(|e| (e.container_id.as_str(), e.ifname.as_str()))
+        .collect();
+    // "n-x-gone2-eth0" starts like one of network n's, is read, and is network n-x's.
+    assert_eq!(ids, [("gone", "eth0"), ("keep", "net1")]);
+    assert_eq!(stale[0].netns, "/run/netns/gone");
+    assert!(ResultCache::new(d.0.join("none"))
+        .stale_attachments("n", &valid)
+        .unwrap()
+        .is_empty());
 }
