@@ -121,14 +121,20 @@ pub(super) fn gc(
     if what != Leftover::Masquerade {
         return Ok(Vec::new());
     }
-    let network = req.conf.name.as_str();
-    let ours = format!("{}-", h16(network));
-    let keep: HashSet<String> = valid
-        .iter()
-        .map(|a| masq_instance(network, &a.ifname, &a.container_id))
-        .collect();
     let Some(nl) = nl else {
         return Ok(Vec::new());
+    };
+    let ours = format!("{}-", h16(&req.conf.name));
+    // Two SHA-512s per valid attachment: computed only when the table holds a rule of this
+    // network (on a node that never ran the reference, it holds none).
+    let keep = std::cell::OnceCell::new();
+    let keep = || -> &HashSet<String> {
+        keep.get_or_init(|| {
+            valid
+                .iter()
+                .map(|a| format!("{ours}{}", h16(&format!("{}:{}", a.ifname, a.container_id))))
+                .collect()
+        })
     };
     remove_where(nl, INET, MASQ_TABLE, |r| {
         let Some(c) = r.comment.as_deref() else {
@@ -137,7 +143,8 @@ pub(super) fn gc(
         // "<16 hex>-<16 hex>, net: …"
         r.chain == MASQ_CHAIN
             && c.starts_with(&ours)
-            && c.get(..33).is_some_and(|instance| !keep.contains(instance))
+            && c.get(..33)
+                .is_some_and(|instance| !keep().contains(instance))
     })
 }
 
