@@ -232,9 +232,9 @@ fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Dele
 /// The built-in plugin's verb on this request (with the delegated verb as its command).
 fn in_process(b: &Builtin, command: Command, req: &Request) -> Result<Value> {
     let _span = tracing::info_span!("ipam", plugin = b.name, cmd = command.as_str()).entered();
-    let mut req = req.clone();
-    req.command = command;
-    Ok(skel::perform(b.plugin, &req)?.unwrap_or(Value::Null))
+    // The request as it is, not a copy with the verb changed: a GC's holds every valid
+    // attachment of the node, twice (both spellings).
+    Ok(skel::perform(b.plugin, command, req)?.unwrap_or(Value::Null))
 }
 
 /// The versions a plugin binary reports through VERSION.

@@ -301,7 +301,7 @@ fn dispatch<P: Plugin>(
     );
     let _enter = span.enter();
     tracing::debug!("start");
-    let out = perform(plugin, &req).map_err(|e| (version, e))?;
+    let out = perform(plugin, command, &req).map_err(|e| (version, e))?;
     tracing::debug!("done");
     if command == Command::Add {
         *added = Some(req);
@@ -309,10 +309,15 @@ fn dispatch<P: Plugin>(
     Ok(out)
 }
 
-/// The request's verb on the plugin: an ADD's result encoded in the request's version; nothing
-/// for the other verbs (VERSION is answered before a request exists).
-pub(crate) fn perform(plugin: &dyn Plugin, req: &Request) -> Result<Option<Value>> {
-    Ok(match req.command {
+/// `command` on the plugin with this request (the request's own verb, or the one a delegating
+/// plugin asks its built-in IPAM for): an ADD's result encoded in the request's version;
+/// nothing for the other verbs (VERSION is answered before a request exists).
+pub(crate) fn perform(
+    plugin: &dyn Plugin,
+    command: Command,
+    req: &Request,
+) -> Result<Option<Value>> {
+    Ok(match command {
         Command::Add => Some(plugin.add(req)?.to_value(req.version)?),
         Command::Del => plugin.del(req).map(|()| None)?,
         Command::Check => plugin.check(req).map(|()| None)?,
@@ -399,14 +404,7 @@ pub fn parse_request(
             MAX_STDIN >> 20
         )));
     }
-    let raw: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| CniError::decode(format!("stdin: malformed JSON configuration: {e}")))?;
-    if !raw.is_object() {
-        return Err(CniError::decode(
-            "stdin: the configuration must be a JSON object",
-        ));
-    }
-    let conf: NetConf = decode_config(&raw)?;
+    let (conf, raw) = NetConf::parse(&bytes)?;
     let version = Version::parse_config_version(Some(&conf.cni_version))?;
     if conf.plugin_type.is_empty() {
         return Err(CniError::invalid_config("type: missing plugin type"));
