@@ -319,9 +319,26 @@ fn gc_and_status() {
         .unwrap();
     assert!(leases(&data).is_empty());
 
+    // STATUS probes without touching the network directory: its mtime is what tells ADD and
+    // GC that the index is theirs (a change makes the next call rebuild it from every lease).
+    add(&host, &c, "g4").unwrap();
+    let mtime = || {
+        std::fs::metadata(data.path().join("hlnet"))
+            .and_then(|m| m.modified())
+            .unwrap()
+    };
+    let before = mtime();
     Call::new("host-local", Command::Status, c.clone())
         .run_in(&host)
         .unwrap();
+    assert_eq!(mtime(), before, "STATUS changed the network directory");
+    assert!(
+        std::fs::read_dir(data.path().join("hlnet/.attachments"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().contains("status")),
+        "the probe is removed"
+    );
     let full = conf(
         &data,
         json!({"ranges": [[{"subnet": "10.40.0.0/24", "rangeStart": "10.40.0.9", "rangeEnd": "10.40.0.9"}]]}),

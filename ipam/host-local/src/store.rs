@@ -132,6 +132,21 @@ impl Store {
         }
     }
 
+    /// Where a probe file may be made and removed to learn whether the network directory
+    /// `dir` takes new files, without touching it: its index directory (same file system,
+    /// ours, and not part of the stamp), else the nearest existing ancestor — `dir` itself
+    /// when it has no index, which the next call rebuilds anyway.
+    pub fn probe_dir(dir: &Path) -> PathBuf {
+        let index = dir.join(INDEX_DIR);
+        if index.is_dir() {
+            return index;
+        }
+        dir.ancestors()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| Path::new("/"))
+            .to_path_buf()
+    }
+
     fn lease_path(&self, ip: IpAddr) -> PathBuf {
         self.dir.join(ip.to_string())
     }

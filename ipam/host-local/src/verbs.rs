@@ -126,12 +126,12 @@ impl Plugin for HostLocal {
 }
 
 /// STATUS: the network dir (or the nearest existing parent, which ADD would create it under)
-/// must take a new file: a probe file is created and removed at once.
+/// must take a new file: a probe file is created and removed at once — in the index directory
+/// when there is one ([`Store::probe_dir`]: a file made and removed in the network directory
+/// itself would change that directory's mtime, which tells the next ADD or GC that someone
+/// else wrote there, and it would rebuild the index from every lease file).
 fn writable(dir: &Path) -> Result<()> {
-    let existing = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| Path::new("/"));
+    let existing = Store::probe_dir(dir);
     let probe = existing.join(format!(".host-local-status-{}", std::process::id()));
     let created = std::fs::OpenOptions::new()
         .write(true)
