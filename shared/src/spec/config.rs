@@ -84,6 +84,9 @@ pub struct GcAttachment {
     pub ifname: String,
 }
 
+/// GC's attachment lists, both spellings: an entry per attachment of the node.
+const GC_LISTS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
+
 impl NetConf {
     /// A capability argument from `runtimeConfig`, decoded; `None` when absent or null.
     pub fn runtime_config_field<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -132,12 +135,7 @@ impl NetConf {
             }
         }
     }
-}
 
-/// GC's attachment lists, both spellings: an entry per attachment of the node.
-const GC_LISTS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
-
-impl NetConf {
     /// Decode the configuration a plugin got on stdin: its common keys, and the whole JSON
     /// object for the plugin's own keys ([`decode_config`]). GC's attachment lists (thousands
     /// of entries on a big node, twice) are decoded straight into [`NetConf`] and left out of

@@ -124,15 +124,16 @@ pub(super) fn gc(
     let Some(nl) = nl else {
         return Ok(Vec::new());
     };
-    let ours = format!("{}-", h16(&req.conf.name));
-    // Two SHA-512s per valid attachment: computed only when the table holds a rule of this
+    let network = req.conf.name.as_str();
+    let ours = format!("{}-", h16(network));
+    // SHA-512s per valid attachment: computed only when the table holds a rule of this
     // network (on a node that never ran the reference, it holds none).
     let keep = std::cell::OnceCell::new();
     let keep = || -> &HashSet<String> {
         keep.get_or_init(|| {
             valid
                 .iter()
-                .map(|a| format!("{ours}{}", h16(&format!("{}:{}", a.ifname, a.container_id))))
+                .map(|a| masq_instance(network, &a.ifname, &a.container_id))
                 .collect()
         })
     };
