@@ -163,11 +163,8 @@ impl NetConf {
         for (key, value) in top {
             if let Some(i) = GC_LISTS.iter().position(|l| *l == key) {
                 let mut de = serde_json::Deserializer::from_str(value.get());
-                lists[i] = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                    let path = e.path().to_string();
-                    let path = if path == "." { String::new() } else { path };
-                    CniError::invalid_config(format!("{key}{path}: {}", e.into_inner()))
-                })?;
+                lists[i] =
+                    serde_path_to_error::deserialize(&mut de).map_err(|e| at_key(&key, e))?;
             } else {
                 raw.insert(key, serde_json::from_str(value.get()).map_err(malformed)?);
             }
@@ -195,17 +192,20 @@ pub fn decode_config<T: DeserializeOwned>(raw: &Value) -> Result<T> {
 
 /// Decode one JSON value, naming `what` (its key path) in the error.
 pub fn decode_value<T: DeserializeOwned>(v: &Value, what: &str) -> Result<T> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." {
-            what.to_string()
-        } else if path.starts_with('[') {
-            format!("{what}{path}")
-        } else {
-            format!("{what}.{path}")
-        };
-        CniError::invalid_config(format!("{at}: {}", e.into_inner()))
-    })
+    serde_path_to_error::deserialize(v).map_err(|e| at_key(what, e))
+}
+
+/// A decoding error of the value at key path `what` (code 7), naming the path within it.
+fn at_key<E: std::fmt::Display>(what: &str, e: serde_path_to_error::Error<E>) -> CniError {
+    let path = e.path().to_string();
+    let at = if path == "." {
+        what.to_string()
+    } else if path.starts_with('[') {
+        format!("{what}{path}")
+    } else {
+        format!("{what}.{path}")
+    };
+    CniError::invalid_config(format!("{at}: {}", e.into_inner()))
 }
 
 #[cfg(test)]
