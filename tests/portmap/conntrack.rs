@@ -3,6 +3,8 @@
 //! the new container.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,20 +14,51 @@ use serde_json::json;
 
 use super::{sa, Env, EXT_HOST4};
 
-/// Echo datagrams on `port` in `sb`, answering with `name`, until 3 s pass without one.
-fn echo(sb: &Sandbox, port: u16, name: &'static str) -> JoinHandle<()> {
-    let sock = sb
-        .netns()
-        .run(|| UdpSocket::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while let Ok((_, from)) = sock.recv_from(&mut buf) {
-            let _ = sock.send_to(name.as_bytes(), from);
+/// A UDP echo server in a sandbox: answers every datagram on its port with its name until
+/// dropped. It stops when told, not after an idle time: an ADD under a loaded test run can take
+/// longer than any idle time would allow between the bind and the first datagram (that made
+/// `dnat_maps_without_counters_still_work_and_flush` fail once in CI: the server had given up
+/// before the client's first try).
+struct Echo {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    /// Bind `port` in `sb` (before the container has an address: 0.0.0.0) and serve.
+    fn start(sb: &Sandbox, port: u16, name: &'static str) -> Echo {
+        let sock = sb
+            .netns()
+            .run(|| UdpSocket::bind(("0.0.0.0", port)))
+            .unwrap()
+            .unwrap();
+        // How often the thread looks at `stop`: bounds the wait in `drop`.
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !seen.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(name.as_bytes(), from);
+                }
+            }
+        });
+        Echo {
+            stop,
+            thread: Some(thread),
         }
-    })
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Who answers a datagram from `client` to `dst` (a few tries); `None`: nobody.
@@ -85,7 +118,7 @@ fn conntrack_with(backend: &'static str, n: u8) {
     );
 
     let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
-    let s1 = echo(&c1, 53, "c1");
+    let _s1 = Echo::start(&c1, 53, "c1");
     let r1 = env.attach("c1", &c1, maps.clone()).unwrap();
     assert_eq!(
         who(&client, dst).as_deref(),
@@ -130,7 +163,7 @@ fn conntrack_with(backend: &'static str, n: u8) {
         "DEL flushed the flow's entry: {}",
         entries(&env, 8053)
     );
-    let s2 = echo(&c2, 53, "c2");
+    let _s2 = Echo::start(&c2, 53, "c2");
     let r2 = env.attach("c2", &c2, maps.clone()).unwrap();
     assert_eq!(
         who(&client, dst).as_deref(),
@@ -138,9 +171,6 @@ fn conntrack_with(backend: &'static str, n: u8) {
         "the same flow reaches the new container"
     );
     env.detach("c2", Some(&c2), maps, &r2);
-    drop(client);
-    s1.join().unwrap();
-    s2.join().unwrap();
 }
 
 /// `nft list map inet cni_hostport dnat4`.
@@ -257,7 +287,7 @@ fn dnat_maps_without_counters_still_work_and_flush() {
     assert!(out.status.success(), "{out:?}");
     let client = client(&env, 40002, Duration::from_millis(400));
     let maps = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
-    let s1 = echo(&c1, 53, "c1");
+    let _s1 = Echo::start(&c1, 53, "c1");
     let r1 = env.attach("c1", &c1, maps.clone()).unwrap();
     assert!(env.rules().contains("map dnat6"), "{}", env.rules());
     assert!(!env.rules().contains("counter"), "{}", env.rules());
@@ -269,6 +299,4 @@ fn dnat_maps_without_counters_still_work_and_flush() {
         "DEL flushed: {}",
         entries(&env, 8053)
     );
-    drop(client);
-    s1.join().unwrap();
 }
