@@ -14,9 +14,10 @@
 use std::net::IpAddr;
 
 use crate::error::Result;
-use crate::nfnl::{attr, attrs, Attrs, Nfnl, NlErr, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nfnl::{
+    attr, attrs, Attrs, Nfnl, NlErr, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, SUBSYS_CTNETLINK,
+};
 
-const SUBSYS_CTNETLINK: u16 = 1;
 const MSG_GET: u16 = 1;
 const MSG_DELETE: u16 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;

@@ -40,6 +40,15 @@ const HDR: usize = 16;
 const NFGEN: usize = 4;
 /// How long one read may wait for the kernel.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// The nfnetlink subsystems this crate talks to (the high byte of a message type).
+pub const SUBSYS_CTNETLINK: u16 = 1;
+pub const SUBSYS_NFTABLES: u16 = 10;
+/// For each, a request any kernel that has the subsystem answers (`IPCTNL_MSG_CT_GET_STATS`,
+/// `NFT_MSG_GETGEN`): see [`Nfnl::request`] on EINVAL.
+const PROBES: [(u16, u16, &str); 2] = [
+    (SUBSYS_CTNETLINK, 5, "connection tracking (ctnetlink)"),
+    (SUBSYS_NFTABLES, 16, "nf_tables"),
+];
 
 /// An nfnetlink socket.
 pub struct Nfnl {
@@ -282,16 +291,63 @@ impl Nfnl {
         attrs: &[u8],
     ) -> std::result::Result<Vec<Reply>, NlErr> {
         let mut pause = Duration::from_millis(1);
+        let mut r = self.request_once(msg_type, flags, family, attrs);
         for _ in 1..DUMP_TRIES {
-            match self.request_once(msg_type, flags, family, attrs) {
-                Err(e) if e.errno == libc::EINTR => {
+            match r {
+                Err(ref e) if e.errno == libc::EINTR => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
+                    r = self.request_once(msg_type, flags, family, attrs);
                 }
-                r => return r,
+                _ => break,
             }
         }
-        self.request_once(msg_type, flags, family, attrs)
+        match r {
+            Err(e) if e.errno == libc::EINVAL => Err(self.why_invalid(msg_type >> 8, e)),
+            r => r,
+        }
+    }
+
+    /// An EINVAL answer to a request of subsystem `subsys`: the kernel gives it both for a
+    /// request it cannot parse and for a subsystem it does not have (a kernel with netfilter
+    /// netlink but built without nf_tables, or without conntrack's netlink interface) — where
+    /// a batch gets EOPNOTSUPP. So ask the subsystem's probe: when that is refused with EINVAL
+    /// too, the subsystem is missing, and the answer becomes EOPNOTSUPP, which callers read as
+    /// "nothing of that kind here" (a DEL or GC then goes on with the other backend).
+    fn why_invalid(&mut self, subsys: u16, e: NlErr) -> NlErr {
+        match self.has_subsystem(subsys) {
+            Some(false) => NlErr {
+                errno: libc::EOPNOTSUPP,
+                what: format!(
+                    "the kernel has no {}: {}",
+                    PROBES
+                        .iter()
+                        .find(|p| p.0 == subsys)
+                        .map_or("such netfilter subsystem", |p| p.2),
+                    e.what
+                ),
+            },
+            _ => e,
+        }
+    }
+
+    /// Whether the kernel has nfnetlink subsystem `subsys` in this namespace: its probe
+    /// request answered (`Some(true)`) or refused with EINVAL (`Some(false)`); `None` for a
+    /// subsystem without a probe here, or another failure.
+    pub fn has_subsystem(&mut self, subsys: u16) -> Option<bool> {
+        let &(_, msg, _) = PROBES.iter().find(|p| p.0 == subsys)?;
+        self.probe((subsys << 8) | msg)
+    }
+
+    /// Whether the kernel answers a request of `msg_type` without attributes (family
+    /// unspecified): `Some(true)`, `Some(false)` when refused with EINVAL, `None` for another
+    /// failure.
+    pub fn probe(&mut self, msg_type: u16) -> Option<bool> {
+        match self.request_once(msg_type, NLM_F_REQUEST | NLM_F_ACK, 0, &[]) {
+            Ok(_) => Some(true),
+            Err(e) if e.errno == libc::EINVAL => Some(false),
+            Err(_) => None,
+        }
     }
 
     fn request_once(

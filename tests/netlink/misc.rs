@@ -199,3 +199,37 @@ fn handles_work_from_several_threads() {
         "closed by drop, not whenever the runtime runs next"
     );
 }
+
+/// nfnetlink answers EINVAL both to a request it cannot parse and to one for a subsystem the
+/// kernel lacks (nf_tables or ctnetlink not built in): `Nfnl::request` tells them apart with the
+/// subsystem's probe, so that a DEL or GC on a kernel without nf_tables finds "nothing there"
+/// (EOPNOTSUPP) instead of failing.
+#[test]
+fn nfnetlink_tells_a_missing_subsystem_from_a_bad_request() {
+    use cni_shared::nfnl::{Nfnl, NLM_F_ACK, NLM_F_REQUEST, SUBSYS_CTNETLINK, SUBSYS_NFTABLES};
+    let sb = Sandbox::new("nfp");
+    let mut nl = sb.netns().run(Nfnl::open).unwrap().unwrap();
+    assert_eq!(nl.has_subsystem(SUBSYS_NFTABLES), Some(true));
+    assert_eq!(nl.has_subsystem(SUBSYS_CTNETLINK), Some(true));
+    // Subsystem 15 does not exist (NFNL_SUBSYS_COUNT is 13 on Linux 6.x): the kernel's
+    // answer to a missing one, whatever the message.
+    assert_eq!(nl.probe(15 << 8), Some(false));
+    assert_eq!(nl.has_subsystem(15), None, "no probe known for it");
+    // A request nf_tables cannot parse (a table lookup without a name) stays EINVAL: the
+    // subsystem is there.
+    let get_table = (SUBSYS_NFTABLES << 8) | 1;
+    let e = nl
+        .request(
+            get_table,
+            NLM_F_REQUEST | NLM_F_ACK,
+            2, /* AF_INET */
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(e.errno, 22 /* EINVAL */, "{e:?}");
+    // As does one of a subsystem without a probe.
+    let e = nl
+        .request(15 << 8, NLM_F_REQUEST | NLM_F_ACK, 0, &[])
+        .unwrap_err();
+    assert_eq!(e.errno, 22 /* EINVAL */, "{e:?}");
+}

@@ -10,7 +10,7 @@
 
 use crate::nfnl::{attr, attrs, str_of, Attrs, Nfnl, NlErr, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
-pub(crate) const SUBSYS_NFTABLES: u16 = 10;
+pub(crate) use crate::nfnl::SUBSYS_NFTABLES;
 pub(crate) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
