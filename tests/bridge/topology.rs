@@ -6,7 +6,7 @@ use cni_shared::skel::Command;
 use cni_tests::testkit::{Sandbox, TempDir};
 use serde_json::json;
 
-use super::{add, blocked, call, call_if, conf, del, host_veths, ip_of, pings};
+use super::{add, blocked, call, call_if, conf, del, host_veths, ip_of, leases, pings};
 
 #[test]
 fn separate_bridges_do_not_meet_but_a_namespace_on_both_reaches_both() {
@@ -170,4 +170,50 @@ fn vlan_and_trunk_on_the_port() {
         "preserveDefaultVlan defaults to true: {show}"
     );
     del(&host, &c, "v", Some(&ctr));
+}
+
+/// A Linux bridge numbers its ports in 10 bits: it takes 1023 at most, and the kernel refuses
+/// one more with only "Exchange full". ADD onto a full bridge names the bridge and the limit,
+/// and leaves nothing behind: no veth, no lease, nothing in the container.
+#[test]
+fn an_add_onto_a_full_bridge_names_the_limit_and_leaves_nothing() {
+    let host = Sandbox::new("brfull");
+    let ctr = Sandbox::new("brfull-c");
+    let data = TempDir::new("brfull");
+    host.ip(&["link", "add", "brf0", "type", "bridge"]);
+    // 1023 ports: veth pairs with both ends in the host, left down (no traffic to wait for).
+    let batch: String = (1..=1023)
+        .map(|i| {
+            format!(
+                "link add f{i} numtxqueues 1 numrxqueues 1 type veth peer name g{i} \
+                 numtxqueues 1 numrxqueues 1\nlink set f{i} master brf0\n"
+            )
+        })
+        .collect();
+    let file = data.path().join("ports.batch");
+    std::fs::write(&file, batch).unwrap();
+    host.ip(&["-batch", file.to_str().unwrap()]);
+
+    let c = conf(&data, "brf0", &["10.97.0.0/24"], json!({}));
+    let e = call(&host, Command::Add, &c, "full", Some(&ctr)).unwrap_err();
+    assert!(
+        e.msg.contains("bridge brf0 has no free port") && e.msg.contains("at most 1023"),
+        "{}",
+        e.msg
+    );
+    assert_eq!(e.code, 999, "{e:?}");
+    let ours: Vec<String> = host_veths(&host)
+        .into_iter()
+        .filter(|n| n.starts_with("veth"))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+    assert!(leases(&data).is_empty(), "{:?}", leases(&data));
+    assert!(!ctr.ip(&["-o", "link"]).contains("eth0"));
+    del(&host, &c, "full", Some(&ctr));
+
+    // One port freed: the next ADD gets it.
+    host.ip(&["link", "del", "f1"]);
+    let r = add(&host, &c, "full", &ctr);
+    assert_eq!(leases(&data), vec![ip_of(&r, 0).to_string()]);
+    del(&host, &c, "full", Some(&ctr));
 }
