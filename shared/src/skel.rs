@@ -86,7 +86,9 @@ pub struct Request {
     /// The configuration's `cniVersion`: the version of every output.
     pub version: Version,
     pub conf: NetConf,
-    /// The whole configuration, for the plugin's own keys.
+    /// The whole configuration, for the plugin's own keys — except GC's lists of valid
+    /// attachments (`cni.dev/valid-attachments`, `cni.dev/attachments`), which are decoded
+    /// straight into `conf` (see [`NetConf::parse`]; [`Request::gc_valid_attachments`]).
     pub raw: Value,
 }
 
