@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 use crate::error::{CniError, Result};
+use crate::nfnl::{Nfnl, SUBSYS_NFTABLES};
 
 /// Why a script failed: nft's own error text (first line is the kernel's or parser's reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +43,34 @@ impl NftError {
         self.0.contains("Interrupted system call")
     }
 
+    /// The error for the caller. On a kernel without nf_tables (or without netfilter netlink)
+    /// any script fails — with whatever nft makes of the kernel's refusal — and that is "not
+    /// available here", code 50, so that ADD with no backend named uses iptables and DEL and
+    /// GC find nothing there; asked of the kernel (one nfnetlink probe) only when a script
+    /// failed.
     pub fn cni(&self, what: &str) -> CniError {
-        CniError::internal(format!("nftables: {what}: {}", self.0.trim()))
+        self.classify(what, kernel_has_nf_tables())
     }
+
+    fn classify(&self, what: &str, has_nf_tables: Option<bool>) -> CniError {
+        let msg = format!("nftables: {what}: {}", self.0.trim());
+        match has_nf_tables {
+            Some(false) => CniError::not_available(format!("{msg} (this kernel has no nf_tables)")),
+            _ => CniError::internal(msg),
+        }
+    }
+}
+
+/// Whether the kernel has nf_tables in the calling thread's namespace; `Some(false)` also
+/// without a netfilter netlink socket, `None` when it could not be told.
+fn kernel_has_nf_tables() -> Option<bool> {
+    let Ok(mut nl) = Nfnl::open() else {
+        return Some(false);
+    };
+    let has = nl.has_subsystem(SUBSYS_NFTABLES);
+    // Nothing was committed on it: closing does not wait.
+    nl.close_now();
+    has
 }
 
 /// The nft engine of this process.
@@ -281,6 +307,27 @@ impl Lib {
             } else {
                 err
             }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::code;
+
+    #[test]
+    fn a_failed_script_is_not_available_only_on_a_kernel_without_nf_tables() {
+        let e = NftError("Error: Could not process rule: Operation not supported\n".into());
+        let absent = e.classify("creating table inet cni_hostport", Some(false));
+        assert_eq!(absent.code, code::NOT_AVAILABLE);
+        assert_eq!(
+            absent.msg,
+            "nftables: creating table inet cni_hostport: Error: Could not process rule: \
+             Operation not supported (this kernel has no nf_tables)"
+        );
+        for has in [Some(true), None] {
+            assert_eq!(e.classify("x", has).code, code::INTERNAL, "{has:?}");
         }
     }
 }
