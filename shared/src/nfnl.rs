@@ -315,17 +315,13 @@ impl Nfnl {
     /// too, the subsystem is missing, and the answer becomes EOPNOTSUPP, which callers read as
     /// "nothing of that kind here" (a DEL or GC then goes on with the other backend).
     fn why_invalid(&mut self, subsys: u16, e: NlErr) -> NlErr {
-        match self.has_subsystem(subsys) {
+        let Some(&(_, msg, name)) = PROBES.iter().find(|p| p.0 == subsys) else {
+            return e;
+        };
+        match self.probe((subsys << 8) | msg) {
             Some(false) => NlErr {
                 errno: libc::EOPNOTSUPP,
-                what: format!(
-                    "the kernel has no {}: {}",
-                    PROBES
-                        .iter()
-                        .find(|p| p.0 == subsys)
-                        .map_or("such netfilter subsystem", |p| p.2),
-                    e.what
-                ),
+                what: format!("the kernel has no {name}: {}", e.what),
             },
             _ => e,
         }
