@@ -254,10 +254,14 @@ impl Netlink {
                     };
                     return Err(CniError::internal(format!("{}: {e}: {culprit}", what())));
                 }
-                Err(e) if e.errno() == Some(libc::EXFULL) && o.controller.is_some() => {
-                    return Err(self.controller_full(o.controller, &what(), &e))
+                Err(e) => {
+                    return Err(match o.controller {
+                        Some(c) if e.errno() == Some(libc::EXFULL) => {
+                            self.controller_full(c, &what(), &e)
+                        }
+                        _ => e.cni(what()),
+                    })
                 }
-                Err(e) => return Err(e.cni(what())),
             }
         }
         Err(CniError::internal(format!(
@@ -268,10 +272,12 @@ impl Netlink {
     /// EXFULL from attaching a new link to `controller`: a Linux bridge numbers its ports in
     /// 10 bits (`BR_MAX_PORTS`), so it takes at most 1023; the kernel says only "Exchange
     /// full". Names the bridge and the limit.
-    fn controller_full(&self, controller: Option<u32>, what: &str, e: &NlError) -> CniError {
-        let name = controller
-            .and_then(|c| self.link(c).ok().flatten())
-            .map_or_else(|| format!("{controller:?}"), |l| l.name);
+    fn controller_full(&self, controller: u32, what: &str, e: &NlError) -> CniError {
+        let name = self
+            .link(controller)
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("with index {controller}"), |l| l.name);
         CniError::internal(format!(
             "{what}: {e}: bridge {name} has no free port (a Linux bridge takes at most 1023 \
              ports): attach the further containers to another bridge"
