@@ -206,7 +206,9 @@ fn handles_work_from_several_threads() {
 /// (EOPNOTSUPP) instead of failing.
 #[test]
 fn nfnetlink_tells_a_missing_subsystem_from_a_bad_request() {
+    use cni_shared::firewall::nftset::IPV4;
     use cni_shared::nfnl::{Nfnl, NLM_F_ACK, NLM_F_REQUEST, SUBSYS_CTNETLINK, SUBSYS_NFTABLES};
+    const EINVAL: i32 = 22;
     let sb = Sandbox::new("nfp");
     let mut nl = sb.netns().run(Nfnl::open).unwrap().unwrap();
     assert_eq!(nl.has_subsystem(SUBSYS_NFTABLES), Some(true));
@@ -218,18 +220,10 @@ fn nfnetlink_tells_a_missing_subsystem_from_a_bad_request() {
     // A request nf_tables cannot parse (a table lookup without a name) stays EINVAL: the
     // subsystem is there.
     let get_table = (SUBSYS_NFTABLES << 8) | 1;
-    let e = nl
-        .request(
-            get_table,
-            NLM_F_REQUEST | NLM_F_ACK,
-            2, /* AF_INET */
-            &[],
-        )
-        .unwrap_err();
-    assert_eq!(e.errno, 22 /* EINVAL */, "{e:?}");
+    let flags = NLM_F_REQUEST | NLM_F_ACK;
+    let e = nl.request(get_table, flags, IPV4, &[]).unwrap_err();
+    assert_eq!(e.errno, EINVAL, "{e:?}");
     // As does one of a subsystem without a probe.
-    let e = nl
-        .request(15 << 8, NLM_F_REQUEST | NLM_F_ACK, 0, &[])
-        .unwrap_err();
-    assert_eq!(e.errno, 22 /* EINVAL */, "{e:?}");
+    let e = nl.request(15 << 8, flags, 0, &[]).unwrap_err();
+    assert_eq!(e.errno, EINVAL, "{e:?}");
 }
