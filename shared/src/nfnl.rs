@@ -50,6 +50,14 @@ const PROBES: [(u16, u16, &str); 2] = [
     (SUBSYS_NFTABLES, 16, "nf_tables"),
 ];
 
+/// The probe request (its full message type) of subsystem `subsys`, and the subsystem's name.
+fn probe_of(subsys: u16) -> Option<(u16, &'static str)> {
+    PROBES
+        .iter()
+        .find(|p| p.0 == subsys)
+        .map(|&(_, msg, name)| ((subsys << 8) | msg, name))
+}
+
 /// An nfnetlink socket.
 pub struct Nfnl {
     sock: ManuallyDrop<Socket>,
@@ -315,10 +323,10 @@ impl Nfnl {
     /// too, the subsystem is missing, and the answer becomes EOPNOTSUPP, which callers read as
     /// "nothing of that kind here" (a DEL or GC then goes on with the other backend).
     fn why_invalid(&mut self, subsys: u16, e: NlErr) -> NlErr {
-        let Some(&(_, msg, name)) = PROBES.iter().find(|p| p.0 == subsys) else {
+        let Some((probe, name)) = probe_of(subsys) else {
             return e;
         };
-        match self.probe((subsys << 8) | msg) {
+        match self.probe(probe) {
             Some(false) => NlErr {
                 errno: libc::EOPNOTSUPP,
                 what: format!("the kernel has no {name}: {}", e.what),
@@ -331,8 +339,8 @@ impl Nfnl {
     /// request answered (`Some(true)`) or refused with EINVAL (`Some(false)`); `None` for a
     /// subsystem without a probe here, or another failure.
     pub fn has_subsystem(&mut self, subsys: u16) -> Option<bool> {
-        let &(_, msg, _) = PROBES.iter().find(|p| p.0 == subsys)?;
-        self.probe((subsys << 8) | msg)
+        let (probe, _) = probe_of(subsys)?;
+        self.probe(probe)
     }
 
     /// Whether the kernel answers a request of `msg_type` without attributes (family
