@@ -145,8 +145,7 @@ pub fn add(tag: &Tag, port: &str, mac: Mac) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.is_missing() => {
             let nft = Nft::get().map_err(|e| e.context("macspoofchk"))?;
-            nft.run(&base_script())
-                .map_err(|e| e.cni("creating table bridge cni_macspoof"))?;
+            nft.apply(&base_script(), "creating table bridge cni_macspoof")?;
             commit(&mut nl, &ops).map_err(|e| e.cni("adding macspoofchk entries"))
         }
         Err(e) if e.is_exists() => {

@@ -80,21 +80,15 @@ fn list_all(nl: &mut Nfnl) -> Result<Vec<Element>> {
     Ok(out)
 }
 
-fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
-    nft.run(script).map(drop).map_err(|e| e.cni(what))
-}
-
 impl NftMasq {
     fn setup(tag: &Tag, addrs: &[IpNetwork]) -> Result<()> {
         let nft = nft()?;
         let chains = net_chains_script(tag, addrs);
         match nft.run(&chains) {
             Ok(_) => Ok(()),
-            Err(e) if e.is_missing() => run(
-                nft,
-                &(base_script() + &chains),
-                "creating table inet cni_masq",
-            ),
+            Err(e) if e.is_missing() => {
+                nft.apply(&(base_script() + &chains), "creating table inet cni_masq")
+            }
             Err(e) => Err(e.cni("creating the network's masquerade chain")),
         }
     }

@@ -142,6 +142,12 @@ impl Nft {
         self.run_retrying(script)
     }
 
+    /// Run a script whose output is not needed; a failure is the CNI error [`NftError::cni`]
+    /// makes of it, `what` naming the step.
+    pub fn apply(&self, script: &str, what: &str) -> Result<()> {
+        self.run(script).map(drop).map_err(|e| e.cni(what))
+    }
+
     /// Run once, and again while the kernel reports EINTR: nft's own cache fill that met a
     /// concurrent change of the ruleset, which the kernel refuses to answer inconsistently. Nothing was applied then (a transaction is all or nothing), so a
     /// rerun is safe. Without the rerun, 1 or 2 of 200 parallel DELs failed

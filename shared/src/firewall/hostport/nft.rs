@@ -44,10 +44,6 @@ fn socket() -> Result<Nfnl> {
     Nfnl::open_backend("backend nftables")
 }
 
-fn run(nft: &Nft, script: &str, what: &str) -> Result<()> {
-    nft.run(script).map(drop).map_err(|e| e.cni(what))
-}
-
 impl NftHostPorts {
     /// Create the table, maps and chains an ADD's elements refer to: DNAT maps with element
     /// counters, or as they are when an earlier version made them without.
@@ -55,7 +51,7 @@ impl NftHostPorts {
         let (nft, what) = (nft()?, "creating table inet cni_hostport");
         match nft.run(&setup_script(tag, fwds, &self.opts, true)) {
             Ok(_) => Ok(()),
-            Err(e) if e.is_exists() => run(nft, &setup_script(tag, fwds, &self.opts, false), what),
+            Err(e) if e.is_exists() => nft.apply(&setup_script(tag, fwds, &self.opts, false), what),
             Err(e) => Err(e.cni(what)),
         }
     }
