@@ -161,9 +161,23 @@ fn requested_addresses_ipam_routes_dns_and_dad() {
                "dns": {"nameservers": ["10.44.0.54"]},
                "runtimeConfig": {"ips": ["10.44.0.77/24", "fd44::77/64"]}}),
     );
-    c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    // A route with CNI 1.1's keys: host-local passes them on, bridge applies them.
+    let extra = json!({"dst": "192.0.2.0/24", "mtu": 1300, "advmss": 1260, "priority": 77,
+                       "table": 100});
+    c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, extra]);
     c["ipam"]["resolvConf"] = json!(resolv);
     let r1 = add(&host, &c, "ctr1", &c1);
+    let in_result = r1["routes"].as_array().unwrap().iter();
+    assert_eq!(
+        in_result.filter(|r| r["dst"] == "192.0.2.0/24").collect::<Vec<_>>(),
+        [&extra],
+        "{r1}"
+    );
+    let t100 = c1.ip(&["route", "show", "table", "100"]);
+    assert!(
+        t100.contains("192.0.2.0/24 via 10.44.0.1 dev eth0 metric 77 mtu 1300 advmss 1260"),
+        "{t100}"
+    );
     assert_eq!(ip_of(&r1, 0).to_string(), "10.44.0.77", "{r1}");
     assert_eq!(ip_of(&r1, 1).to_string(), "fd44::77", "{r1}");
     let a = c1.ip(&["-o", "addr", "show", "dev", "eth0"]);

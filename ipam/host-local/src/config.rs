@@ -40,12 +40,37 @@ impl From<&RangeJson> for RangeSpec {
     }
 }
 
+/// A route of `ipam.routes`: `dst` and `gw`, and the route keys of CNI 1.1 (the reference's
+/// host-local passes them on as well); the interface plugin applies them.
 #[derive(Debug, Clone, Deserialize)]
 struct RouteJson {
     #[serde(with = "serde_cidr")]
     dst: IpNetwork,
     #[serde(default)]
     gw: Option<IpAddr>,
+    #[serde(default)]
+    mtu: Option<u32>,
+    #[serde(default)]
+    advmss: Option<u32>,
+    #[serde(default)]
+    priority: Option<u32>,
+    #[serde(default)]
+    table: Option<u32>,
+    #[serde(default)]
+    scope: Option<u8>,
+}
+
+impl From<&RouteJson> for Route {
+    fn from(r: &RouteJson) -> Route {
+        Route {
+            mtu: r.mtu,
+            advmss: r.advmss,
+            priority: r.priority,
+            table: r.table,
+            scope: r.scope,
+            ..Route::new(r.dst, r.gw)
+        }
+    }
 }
 
 /// The keys of the `ipam` section.
@@ -142,11 +167,7 @@ impl IpamConfig {
         Ok(IpamConfig {
             network: req.conf.name.clone(),
             range_sets,
-            routes: json
-                .routes
-                .iter()
-                .map(|r| Route::new(r.dst, r.gw))
-                .collect(),
+            routes: json.routes.iter().map(Route::from).collect(),
             data_dir,
             resolv_conf,
             exclude,
