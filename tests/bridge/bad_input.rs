@@ -59,10 +59,17 @@ fn bad_input_is_code_7_naming_the_key_and_creates_nothing() {
     );
     let e = call(&host, Command::Add, &c, "bad", Some(&ctr)).unwrap_err();
     assert!(e.msg.starts_with("disableContainerInterface"), "{}", e.msg);
-    // Without ipam it is fine: the interface stays down.
-    c.as_object_mut().unwrap().remove("ipam");
-    let r = call(&host, Command::Add, &c, "down", Some(&ctr)).unwrap();
-    assert!(r.get("ips").is_none(), "{r}");
-    assert!(!ctr.ip(&["-o", "link", "show", "eth0"]).contains(",UP"));
-    call(&host, Command::Del, &c, "down", Some(&ctr)).unwrap();
+    // Without ipam it is fine: the interface stays down. `"ipam": {}` (no type) is no IPAM
+    // too, as in the reference (KubeVirt's network attachments carry it).
+    for ipam in [None, Some(json!({}))] {
+        match &ipam {
+            None => drop(c.as_object_mut().unwrap().remove("ipam")),
+            Some(v) => c["ipam"] = v.clone(),
+        }
+        let r = call(&host, Command::Add, &c, "down", Some(&ctr)).unwrap();
+        assert!(r.get("ips").is_none(), "{ipam:?}: {r}");
+        assert!(!ctr.ip(&["-o", "link", "show", "eth0"]).contains(",UP"));
+        call(&host, Command::Del, &c, "down", Some(&ctr)).unwrap();
+        assert!(!ctr.has_link("eth0"), "{ipam:?}");
+    }
 }

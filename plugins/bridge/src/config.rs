@@ -89,7 +89,11 @@ pub fn decode(raw: &serde_json::Value) -> Result<BridgeConf> {
 /// Decode, default and validate the request's configuration.
 pub fn load(req: &Request) -> Result<AttachConfig> {
     let c = decode(&req.raw)?;
-    from_conf(c, req.conf.ipam.is_some(), bridged::container_mac(req)?)
+    from_conf(
+        c,
+        req.conf.ipam_type().is_some(),
+        bridged::container_mac(req)?,
+    )
 }
 
 /// Validation proper (no request needed: unit-tested).

@@ -84,14 +84,6 @@ pub struct Teardown {
     pub ipam: Option<String>,
 }
 
-fn ipam_type(req: &Request) -> Option<String> {
-    req.conf
-        .ipam
-        .as_ref()
-        .map(|i| i.ipam_type.clone())
-        .filter(|t| !t.is_empty())
-}
-
 impl Teardown {
     pub fn load(req: &Request) -> Result<Teardown> {
         let raw: Raw = req.config()?;
@@ -100,7 +92,7 @@ impl Teardown {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            ipam: ipam_type(req),
+            ipam: req.conf.ipam_type().map(str::to_owned),
         })
     }
 }
@@ -157,7 +149,7 @@ impl Conf {
         if let (Some(v), Some(m)) = (vlan, &master) {
             vlan_link_name(m, v)?;
         }
-        let ipam = ipam_type(req);
+        let ipam = req.conf.ipam_type().map(str::to_owned);
         Ok(Conf {
             master,
             mode,

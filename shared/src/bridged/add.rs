@@ -21,15 +21,6 @@ use crate::skel::{Command, Request};
 use crate::spec::{CniResult, Route};
 use crate::sysctl;
 
-/// The configured IPAM plugin type, if any.
-pub(super) fn ipam_type(req: &Request) -> Option<&str> {
-    req.conf
-        .ipam
-        .as_ref()
-        .map(|i| i.ipam_type.as_str())
-        .filter(|t| !t.is_empty())
-}
-
 /// Attach the container of `req` to the bridge of `cfg`. See the module doc for the steps.
 pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
     let ns = NetNs::open(req.require_netns()?)?;
@@ -52,7 +43,7 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
             move || delete_bridge_if_unused(hnl_ref, index),
         );
     }
-    let ipam = ipam_type(req);
+    let ipam = req.conf.ipam_type();
     // IPAM plugins that never look at the container interface run while the veth is created
     // (both take milliseconds); others (dhcp) need the interface first.
     let early = ipam.filter(|t| IPAM_WITHOUT_INTERFACE.contains(t));

@@ -1,6 +1,5 @@
 //! CHECK: the attachment is as ADD left it.
 
-use super::add::ipam_type;
 use super::{tag_of, AttachConfig};
 use crate::container::{addresses_for, check_iface};
 use crate::error::{CniError, Result};
@@ -85,7 +84,7 @@ pub fn check(req: &Request, cfg: &AttachConfig) -> Result<()> {
             .ok_or_else(|| fail(format!("{} has no MAC", link.name)))?;
         macspoof::check(&tag, &peer.name, mac)?;
     }
-    if let Some(ipam) = ipam_type(req) {
+    if let Some(ipam) = req.conf.ipam_type() {
         invoke::delegate(ipam, Command::Check, req)?;
     }
     Ok(())

@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 
-use super::add::ipam_type;
 use super::{tag_of, AttachConfig};
 use crate::detach;
 use crate::error::{code, CniError, Result};
@@ -120,7 +119,9 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
     // (`detach`).
     let (deleted, released) = std::thread::scope(|s| {
         let span = tracing::Span::current();
-        let ipam = ipam_type(req)
+        let ipam = req
+            .conf
+            .ipam_type()
             .map(|t| s.spawn(move || span.in_scope(|| invoke::delegate(t, Command::Del, req))));
         // Deleting one end deletes the pair.
         let deleted = iface.map(|(ns, index)| detach::delete_link(&ns, index).map(drop));
@@ -147,7 +148,7 @@ pub fn status(req: &Request, cfg: &AttachConfig) -> Result<()> {
     if cfg.macspoofchk {
         Nft::ready("macspoofchk")?;
     }
-    if let Some(ipam) = ipam_type(req) {
+    if let Some(ipam) = req.conf.ipam_type() {
         invoke::delegate(ipam, Command::Status, req)?;
     }
     Ok(())
@@ -175,7 +176,7 @@ pub fn gc(req: &Request, cfg: &AttachConfig) -> Result<()> {
             first.get_or_insert(e);
         }
     }
-    if let Some(ipam) = ipam_type(req) {
+    if let Some(ipam) = req.conf.ipam_type() {
         if let Err(e) = invoke::delegate(ipam, Command::Gc, req) {
             first.get_or_insert(e);
         }

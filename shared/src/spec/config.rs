@@ -88,6 +88,15 @@ pub struct GcAttachment {
 const GC_LISTS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
 
 impl NetConf {
+    /// The IPAM plugin to delegate to: `ipam.type`; `None` without an `ipam` section or with
+    /// an empty type (`"ipam": {}` means no IPAM, as in the reference plugins).
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.ipam
+            .as_ref()
+            .map(|i| i.ipam_type.as_str())
+            .filter(|t| !t.is_empty())
+    }
+
     /// A capability argument from `runtimeConfig`, decoded; `None` when absent or null.
     pub fn runtime_config_field<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let Some(v) = self.runtime_config.as_ref().and_then(|m| m.get(key)) else {
