@@ -17,8 +17,14 @@ fn two_containers_ping_each_other_and_the_gateway() {
     let (c1, c2) = (Sandbox::new("br-two-c1"), Sandbox::new("br-two-c2"));
     let data = TempDir::new("br-two");
     let c = conf(&data, "br-two", &["10.40.0.0/24"], json!({}));
+    // The bridge takes no IPv6 router advertisements (a container's could give the host an
+    // address or route on it), set on every ADD as the reference does.
+    let accept_ra = "/proc/sys/net/ipv6/conf/br-two/accept_ra";
     let r1 = add(&host, &c, "ctr1", &c1);
+    assert_eq!(host.exec("cat", &[accept_ra]).stdout, b"0\n");
+    host.exec("sh", &["-c", &format!("echo 1 > {accept_ra}")]);
     let r2 = add(&host, &c, "ctr2", &c2);
+    assert_eq!(host.exec("cat", &[accept_ra]).stdout, b"0\n");
 
     // Result: [bridge, host veth, container], every ip on interface 2.
     let ifs = r1["interfaces"].as_array().unwrap();

@@ -41,6 +41,7 @@ use crate::firewall::{Backend, Tag};
 use crate::mac::Mac;
 use crate::netlink::{BridgeOpts, BridgeVlan, Link, Netlink};
 use crate::skel::Request;
+use crate::sysctl;
 
 pub use add::add;
 pub use check::check;
@@ -197,7 +198,7 @@ pub fn ensure_bridge_created(nl: &Netlink, cfg: &AttachConfig) -> Result<(Link, 
     }
 }
 
-/// Kind check, VLAN filtering, up, promiscuous mode.
+/// Kind check, no IPv6 router advertisements, VLAN filtering, up, promiscuous mode.
 fn configure_bridge(nl: &Netlink, cfg: &AttachConfig, br: &mut Link) -> Result<()> {
     if !br.is_kind("bridge") {
         return Err(CniError::invalid_config(format!(
@@ -206,6 +207,11 @@ fn configure_bridge(nl: &Netlink, cfg: &AttachConfig, br: &mut Link) -> Result<(
             br.kind.as_deref().unwrap_or("none")
         )));
     }
+    // The plugin owns the bridge's routes: a container must not be able to give the host an
+    // address or a default route on it by sending a router advertisement (the kernel heeds
+    // them while the bridge does not forward IPv6). As the reference does, on every ADD. A
+    // missing key is a kernel without IPv6.
+    sysctl::set(&["net", "ipv6", "conf", &cfg.bridge, "accept_ra"], "0")?;
     if cfg.uses_vlans() && !br.bridge.is_some_and(|b| b.vlan_filtering) {
         nl.set_vlan_filtering(br.index, true).map_err(|e| {
             if is_unsupported(&e) {
