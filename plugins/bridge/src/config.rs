@@ -31,7 +31,7 @@ pub struct BridgeConf {
     pub port_isolation: bool,
 }
 
-/// One `vlanTrunk` entry: `{"id": 10}` or `{"minID": 20, "maxID": 30}`.
+/// One `vlanTrunk` entry: `{"id": 10}`, `{"minID": 20, "maxID": 30}`, or both.
 #[derive(Debug, Default, Deserialize)]
 pub struct Trunk {
     pub id: Option<i64>,
@@ -54,13 +54,14 @@ fn vid(key: &str, v: i64, min: i64) -> Result<u16> {
     u16::try_from(v).map_err(|_| bad(format!("{key}: invalid VLAN ID {v}")))
 }
 
+/// The VLANs of `vlanTrunk`, as the reference reads them: an entry may give a range
+/// (`minID` and `maxID` together), an `id`, both, or neither (adds nothing).
 fn trunk(entries: &[Trunk]) -> Result<Vec<BridgeVlan>> {
     let mut out = Vec::new();
     for (i, t) in entries.iter().enumerate() {
         let key = |k: &str| format!("vlanTrunk[{i}].{k}");
-        match (t.id, t.min_id, t.max_id) {
-            (Some(id), None, None) => out.push(BridgeVlan::one(vid(&key("id"), id, 1)?)),
-            (None, Some(lo), Some(hi)) => {
+        match (t.min_id, t.max_id) {
+            (Some(lo), Some(hi)) => {
                 let (lo, hi) = (vid(&key("minID"), lo, 1)?, vid(&key("maxID"), hi, 1)?);
                 if lo > hi {
                     return Err(bad(format!(
@@ -69,11 +70,16 @@ fn trunk(entries: &[Trunk]) -> Result<Vec<BridgeVlan>> {
                 }
                 out.push(BridgeVlan::range(lo, hi));
             }
-            _ => {
+            (Some(_), None) | (None, Some(_)) => {
                 return Err(bad(format!(
-                    "vlanTrunk[{i}]: give either \"id\" or both \"minID\" and \"maxID\""
+                    "vlanTrunk[{i}]: minID and maxID go together ({} is missing)",
+                    if t.min_id.is_none() { "minID" } else { "maxID" }
                 )))
             }
+            (None, None) => {}
+        }
+        if let Some(id) = t.id {
+            out.push(BridgeVlan::one(vid(&key("id"), id, 1)?));
         }
     }
     Ok(out)
@@ -176,6 +182,12 @@ mod tests {
         assert!(c.hairpin && c.enable_dad && c.macspoofchk && c.port_isolation);
         assert!(c.no_ipv6_link_local);
         assert!(!c.preserve_default_vlan && c.force_address && c.ip_masq);
+        // As the reference: an entry may give a range and an id; an empty one adds nothing.
+        let c = conf(json!({"vlanTrunk": [{"minID": 3, "maxID": 5, "id": 9}, {}]})).unwrap();
+        assert_eq!(
+            c.vlan_trunk,
+            vec![BridgeVlan::range(3, 5), BridgeVlan::one(9)]
+        );
     }
 
     #[test]
@@ -197,6 +209,14 @@ mod tests {
                 "vlanTrunk[0]",
             ),
             (json!({"vlanTrunk": [{"minID": 9}]}), "vlanTrunk[0]"),
+            (
+                json!({"vlanTrunk": [{"id": 4, "maxID": 9}]}),
+                "vlanTrunk[0]",
+            ),
+            (
+                json!({"vlanTrunk": [{"minID": 2, "maxID": 3, "id": 4095}]}),
+                "vlanTrunk[0].id",
+            ),
             (json!({"isGateway": "yes"}), "isGateway"),
         ];
         for (v, key) in cases {
