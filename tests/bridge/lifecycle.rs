@@ -535,6 +535,9 @@ fn failure_after_ipam_undoes_everything() {
     // The bridge already has another address in the subnet: the gateway step fails after IPAM.
     host.ip(&["link", "add", "br-rb", "type", "bridge"]);
     host.ip(&["addr", "add", "10.48.0.200/24", "dev", "br-rb"]);
+    // An address in another subnet is no conflict (the reference would fail here too).
+    host.ip(&["addr", "add", "10.58.0.1/24", "dev", "br-rb"]);
+    host.ip(&["addr", "add", "fd58::1/64", "dev", "br-rb"]);
     let c = conf(&data, "br-rb", &["10.48.0.0/24"], json!({"ipMasq": true}));
     let e = call(&host, Command::Add, &c, "rb", Some(&ctr)).unwrap_err();
     assert_eq!(e.code, 7, "{}", e.msg);
@@ -545,15 +548,17 @@ fn failure_after_ipam_undoes_everything() {
         "veth removed"
     );
     assert!(!super::nft_ruleset(&host).contains("cni:brnet/rb"));
-    // forceAddress replaces it.
+    // forceAddress replaces it, and every other IPv4 address, as the reference does; IPv6
+    // addresses of other subnets stay.
     let mut f = c.clone();
     f["forceAddress"] = json!(true);
     add(&host, &f, "rb", &ctr);
     let br = host.ip(&["-o", "addr", "show", "br-rb"]);
     assert!(
-        br.contains("10.48.0.1/24") && !br.contains("10.48.0.200"),
+        br.contains("10.48.0.1/24") && !br.contains("10.48.0.200") && !br.contains("10.58.0.1"),
         "{br}"
     );
+    assert!(br.contains("fd58::1/64"), "{br}");
     del(&host, &f, "rb", Some(&ctr));
 }
 

@@ -289,7 +289,11 @@ fn ensure_gateway_address(
     let link_local =
         |n: &IpNetwork| matches!(n.ip(), IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
     for a in present.iter().filter(|a| !link_local(&a.net)) {
-        if !(a.net.contains(gw.ip()) || gw.contains(a.net.ip())) {
+        let overlaps = a.net.contains(gw.ip()) || gw.contains(a.net.ip());
+        // forceAddress replaces every other IPv4 address, as the reference does (after a
+        // subnet change the old gateway goes); IPv6 addresses only in the gateway's subnet.
+        let replaced = cfg.force_address && gw.is_ipv4();
+        if !overlaps && !replaced {
             continue;
         }
         if !cfg.force_address {
