@@ -186,15 +186,27 @@ pub fn set_builtin(builtin: &'static Builtin) {
     let _ = BUILTIN.set(builtin);
 }
 
-/// Run the configured IPAM plugin's ADD with this request's environment and stdin.
+/// Run the configured IPAM plugin's ADD with this request's environment and stdin. When it
+/// fails (or its result cannot be read), its DEL runs before the error is returned, as the spec
+/// asks of a plugin whose delegated ADD failed, so that nothing it may have reserved stays; the
+/// DEL's own failure is only logged.
 pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
-    let parsed = match delegate_raw(ipam_type, Command::Add, req)? {
-        Delegated::Executed(out) => CniResult::from_slice(&out, req.version),
-        Delegated::InProcess(v) => CniResult::from_value(&v, req.version),
-    };
-    let (_, result) =
-        parsed.map_err(|e| e.context(format!("result of IPAM plugin {ipam_type:?}")))?;
-    Ok(result)
+    let added = delegate_raw(ipam_type, Command::Add, req).and_then(|d| {
+        let parsed = match d {
+            Delegated::Executed(out) => CniResult::from_slice(&out, req.version),
+            Delegated::InProcess(v) => CniResult::from_value(&v, req.version),
+        };
+        parsed
+            .map(|(_, result)| result)
+            .map_err(|e| e.context(format!("result of IPAM plugin {ipam_type:?}")))
+    });
+    if let Err(e) = &added {
+        tracing::debug!(plugin = ipam_type, error = %e.msg, "IPAM ADD failed: running its DEL");
+        if let Err(d) = delegate(ipam_type, Command::Del, req) {
+            tracing::warn!(plugin = ipam_type, error = %d.msg, "IPAM DEL after its failed ADD");
+        }
+    }
+    added
 }
 
 /// Run the IPAM plugin's DEL, CHECK, STATUS or GC with this request's environment and stdin.

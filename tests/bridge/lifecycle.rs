@@ -679,3 +679,42 @@ fn note_desc_offset(bytes: &[u8]) -> Option<usize> {
         .find(|&i| bytes[i..].starts_with(name) && bytes[i - 12..].starts_with(&header))
         .map(|i| i + name.len())
 }
+
+/// A delegated ADD that fails is followed by the IPAM plugin's DEL before the error is
+/// returned (the spec asks it of the plugin that delegated), in either order of the steps: an
+/// IPAM plugin run beside the veth's creation (`host-local`) and one run after it.
+#[test]
+fn a_failed_ipam_add_is_followed_by_its_del() {
+    let host = Sandbox::new("br-fi");
+    let ctr = Sandbox::new("br-fi-c");
+    let data = TempDir::new("br-fi");
+    let work = TempDir::new("br-fi-bins");
+    let calls = work.path().join("calls");
+    // Logs each verb; ADD fails with a CNI error of its own.
+    let script = format!(
+        "#!/bin/sh\necho \"$CNI_COMMAND\" >> {}\ncat >/dev/null\n\
+         if [ \"$CNI_COMMAND\" = ADD ]; then\n\
+         echo '{{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"pool busy\"}}'\nexit 1\nfi\n",
+        calls.display()
+    );
+    for name in ["host-local", "slow-ipam"] {
+        write_executable(&work.path().join(name), &script);
+    }
+    for name in ["host-local", "slow-ipam"] {
+        let _ = std::fs::remove_file(&calls);
+        let mut c = conf(&data, "br-fi", &["10.47.0.0/24"], json!({}));
+        c["ipam"]["type"] = json!(name);
+        let mut call =
+            Call::new("bridge", Command::Add, c.clone()).container("fi", "eth0", Some(ctr.path()));
+        call.env.cni_path = vec![work.path().to_path_buf(), bin_dir()];
+        let e = call.run_in(&host).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (11, "pool busy"), "{name}");
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap(),
+            "ADD\nDEL\n",
+            "{name}: DEL after the failed ADD, once"
+        );
+        assert!(!ctr.has_link("eth0"), "{name}");
+        assert!(host_veths(&host).is_empty(), "{name}");
+    }
+}
