@@ -204,16 +204,23 @@ pub fn check_iface(
     for family in [Family::V4, Family::V6] {
         routes.extend(nl.routes(&RouteFilter {
             family: Some(family),
-            oif: Some(link.index),
             ..RouteFilter::default()
         })?);
     }
     for r in &result.routes {
         let want = kernel_route(result, r, link.index);
+        // On this interface as ADD adds it (the gateway defaulted); or on another interface,
+        // as the reference checks a route (destination, and gateway when the result names
+        // one): a route of an earlier plugin of the chain, whose result this one passed on.
         let found = routes.iter().any(|have| {
+            let gateway_ok = if have.oif == Some(link.index) {
+                have.gateway == want.gateway
+            } else {
+                r.gw.is_none_or(|g| have.gateway == Some(g))
+            };
             have.dst.network() == want.dst.network()
                 && have.dst.prefix() == want.dst.prefix()
-                && have.gateway == want.gateway
+                && gateway_ok
                 && (want.table.is_none() || have.table == want.table)
         });
         if !found {

@@ -718,3 +718,56 @@ fn a_failed_ipam_add_is_followed_by_its_del() {
         assert!(host_veths(&host).is_empty(), "{name}");
     }
 }
+
+/// An interface plugin given a prevResult passes it on (the spec's MUST): its interfaces, IPs,
+/// routes and other keys first, ours after with `ips[].interface` pointing at our interface.
+/// CHECK and DEL then work from that merged result.
+#[test]
+fn a_prev_result_is_passed_on_with_ours_after_it() {
+    let host = Sandbox::new("br-pr");
+    let ctr = Sandbox::new("br-pr-c");
+    let data = TempDir::new("br-pr");
+    let mut c = conf(&data, "br-pr", &["10.46.0.0/24"], json!({"ipMasq": true}));
+    // What an earlier plugin of the chain made: tap0, its address and a route over it.
+    ctr.ip(&[
+        "link", "add", "tap0", "type", "veth", "peer", "name", "tap0p",
+    ]);
+    ctr.ip(&["link", "set", "tap0", "up"]);
+    ctr.ip(&["addr", "add", "192.168.5.5/24", "dev", "tap0"]);
+    ctr.ip(&["route", "add", "192.168.6.0/24", "dev", "tap0"]);
+    c["prevResult"] = json!({"cniVersion": "1.1.0",
+        "interfaces": [{"name": "tap0", "sandbox": ctr.path()}],
+        "ips": [{"address": "192.168.5.5/24", "interface": 0}],
+        "routes": [{"dst": "192.168.6.0/24"}], "custom": "x"});
+    let r = add(&host, &c, "pr", &ctr);
+    let names: Vec<&str> = r["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 4, "{r}");
+    assert_eq!(
+        (names[0], names[1], names[3]),
+        ("tap0", "br-pr", "eth0"),
+        "{r}"
+    );
+    assert_eq!(r["ips"][0]["address"], "192.168.5.5/24", "{r}");
+    assert_eq!(r["ips"][1]["interface"], 3, "{r}");
+    assert_eq!(ip_of(&r, 1).to_string(), "10.46.0.2", "{r}");
+    assert_eq!(r["routes"][0]["dst"], "192.168.6.0/24", "{r}");
+    assert_eq!(r["custom"], "x", "{r}");
+
+    let mut check = c.clone();
+    check["prevResult"] = r.clone();
+    call(&host, Command::Check, &check, "pr", Some(&ctr)).unwrap();
+    // A route of the result that is nowhere is still a CHECK failure.
+    let mut gone = check.clone();
+    gone["prevResult"]["routes"][0]["dst"] = json!("192.168.7.0/24");
+    let e = call(&host, Command::Check, &gone, "pr", Some(&ctr)).unwrap_err();
+    assert!(e.msg.contains("192.168.7.0/24"), "{}", e.msg);
+    del(&host, &check, "pr", Some(&ctr));
+    assert!(leases(&data).is_empty());
+    assert!(!ctr.has_link("eth0") && host_veths(&host).is_empty());
+    assert!(!super::nft_ruleset(&host).contains("cni:br-pr/pr"));
+}

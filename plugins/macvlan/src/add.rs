@@ -26,6 +26,8 @@ pub fn user(req: &Request) -> User {
 
 pub fn add(req: &Request) -> Result<CniResult> {
     let conf = Conf::load(req)?;
+    // Read before anything is changed: a bad one fails the ADD with nothing done.
+    let prev = req.prev_result()?;
     let mac = requested_mac(req, &conf)?;
     let ns = NetNs::open(req.require_netns()?)?;
     let cnl = Netlink::open_in(&ns)?;
@@ -137,5 +139,5 @@ pub fn add(req: &Request) -> Result<CniResult> {
     }
     rb.commit();
     tracing::info!(master = %parent.name, mode = ?conf.mode, "macvlan attached");
-    Ok(result)
+    Ok(result.after(prev))
 }

@@ -23,6 +23,8 @@ use crate::sysctl;
 
 /// Attach the container of `req` to the bridge of `cfg`. See the module doc for the steps.
 pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
+    // Read before anything is changed: a bad one fails the ADD with nothing done.
+    let prev = req.prev_result()?;
     let ns = NetNs::open(req.require_netns()?)?;
     let cnl = Netlink::open_in(&ns)?;
     if cnl.link(&req.ifname)?.is_some() {
@@ -148,7 +150,7 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
     rb.commit();
     let shown: Vec<String> = ips.iter().map(ToString::to_string).collect();
     tracing::info!(veth = veth.name, ips = ?shown, "attached");
-    Ok(result)
+    Ok(result.after(prev))
 }
 
 /// IPAM plugins known not to need the container interface (they only hand out addresses).

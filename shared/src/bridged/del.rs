@@ -26,11 +26,18 @@ fn from_prev_result(req: &Request, found: &mut Found) {
     let Ok(Some(prev)) = req.prev_result() else {
         return;
     };
-    found.ips.extend(prev.ips.iter().map(|i| i.address.ip()));
     let ctr = prev
         .interfaces
         .iter()
         .position(|i| i.name == req.ifname && !i.sandbox.is_empty());
+    // The container interface's addresses (a chain may have put others' before ours), and
+    // those naming no interface; all of them when the interface is not listed.
+    found.ips.extend(
+        prev.ips
+            .iter()
+            .filter(|i| ctr.is_none() || i.interface.is_none() || i.interface == ctr)
+            .map(|i| i.address.ip()),
+    );
     if let Some(c) = ctr {
         found.mac = prev.interfaces[c].mac.parse().ok();
         // The bridge plugin's shape: [bridge, host veth, container].

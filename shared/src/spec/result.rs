@@ -153,6 +153,27 @@ const CURRENT_ONLY_INTERFACE_KEYS: [&str; 3] = ["mtu", "socketPath", "pciID"];
 const CURRENT_ONLY_ROUTE_KEYS: [&str; 5] = ["mtu", "advmss", "priority", "table", "scope"];
 
 impl CniResult {
+    /// This result placed after `prev`, for an interface plugin that was given a prevResult
+    /// (the spec: it must pass it on, modified): prev's interfaces, IPs and routes first, then
+    /// ours, our `ips[].interface` shifted past prev's interfaces; our DNS when we have one,
+    /// else prev's; prev's other keys kept. Without a prevResult, this result as it is.
+    pub fn after(self, prev: Option<CniResult>) -> CniResult {
+        let Some(prev) = prev else { return self };
+        let shift = prev.interfaces.len();
+        let mut out = prev;
+        out.interfaces.extend(self.interfaces);
+        out.ips.extend(self.ips.into_iter().map(|mut ip| {
+            ip.interface = ip.interface.map(|i| i + shift);
+            ip
+        }));
+        out.routes.extend(self.routes);
+        if !self.dns.is_empty() {
+            out.dns = self.dns;
+        }
+        out.extra.extend(self.extra);
+        out
+    }
+
     /// Decode a result from its JSON. Its own `cniVersion` decides the shape; without one it takes
     /// `default_version` (a prevResult takes the config's). Returns the version it was written in.
     pub fn from_value(value: &Value, default_version: Version) -> Result<(Version, CniResult)> {

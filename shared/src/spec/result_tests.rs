@@ -195,3 +195,56 @@ fn keys_of_another_version_layout_are_not_kept_as_extras() {
         CniResult::from_value(&json!({"cniVersion": "1.0.0", "ip4": 1}), Version::V1_0_0).unwrap();
     assert!(r.extra.is_empty());
 }
+
+#[test]
+fn a_result_placed_after_a_prev_result_keeps_it_and_shifts_interface_indices() {
+    let prev = json!({"cniVersion": "1.1.0",
+        "interfaces": [{"name": "tap0", "sandbox": "/ns"}],
+        "ips": [{"address": "192.168.5.5/24", "interface": 0}],
+        "routes": [{"dst": "192.168.6.0/24"}],
+        "dns": {"nameservers": ["192.168.5.53"]}, "custom": "x"});
+    let ours = json!({"cniVersion": "1.1.0",
+        "interfaces": [{"name": "br0"}, {"name": "veth1"}, {"name": "eth0", "sandbox": "/ns"}],
+        "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 2}],
+        "routes": [{"dst": "0.0.0.0/0"}]});
+    let (_, prev) = CniResult::from_value(&prev, Version::V1_1_0).unwrap();
+    let (_, ours) = CniResult::from_value(&ours, Version::V1_1_0).unwrap();
+    let r = ours
+        .clone()
+        .after(Some(prev.clone()))
+        .to_value(Version::V1_1_0)
+        .unwrap();
+    let names: Vec<&str> = r["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["tap0", "br0", "veth1", "eth0"], "{r}");
+    assert_eq!(r["ips"][0]["interface"], 0, "{r}");
+    assert_eq!(r["ips"][1]["address"], "10.1.0.5/24", "{r}");
+    assert_eq!(r["ips"][1]["interface"], 3, "{r}");
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "192.168.6.0/24"}, {"dst": "0.0.0.0/0"}])
+    );
+    assert_eq!(
+        r["dns"],
+        json!({"nameservers": ["192.168.5.53"]}),
+        "prev's DNS: we have none"
+    );
+    assert_eq!(r["custom"], "x", "{r}");
+    let ours_alone = ours.clone();
+    let mut with_dns = ours;
+    with_dns.dns.nameservers = vec!["10.1.0.53".into()];
+    let r = with_dns
+        .after(Some(prev))
+        .to_value(Version::V1_1_0)
+        .unwrap();
+    assert_eq!(
+        r["dns"],
+        json!({"nameservers": ["10.1.0.53"]}),
+        "ours replaces it"
+    );
+    assert_eq!(ours_alone.clone().after(None), ours_alone);
+}
