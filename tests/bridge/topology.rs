@@ -170,6 +170,17 @@ fn vlan_and_trunk_on_the_port() {
         "preserveDefaultVlan defaults to true: {show}"
     );
     del(&host, &c, "v", Some(&ctr));
+    // With isGateway the gateway goes on `<bridge>.<vlan>`, which the result lists fourth, as
+    // the reference's does.
+    let mut gw = c.clone();
+    gw["isGateway"] = json!(true);
+    let r = add(&host, &gw, "g", &ctr);
+    assert_eq!(r["interfaces"].as_array().map(Vec::len), Some(4), "{r}");
+    assert_eq!(r["interfaces"][3]["name"], "br-vl.100", "{r}");
+    assert!(host
+        .ip(&["-o", "addr", "show", "br-vl.100"])
+        .contains("10.53.0.1/24"));
+    del(&host, &gw, "g", Some(&ctr));
 }
 
 /// A Linux bridge numbers its ports in 10 bits: it takes 1023 at most, and the kernel refuses

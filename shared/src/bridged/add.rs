@@ -89,6 +89,7 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
     for ip in &mut result.ips {
         ip.interface = Some(2);
     }
+    let mut gateway_vlan = None;
     if cfg.is_gateway {
         for ip in &mut result.ips {
             if ip.gateway.is_none() {
@@ -98,7 +99,7 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
         if cfg.is_default_gateway {
             add_default_routes(&mut result);
         }
-        setup_gateway(&hnl, cfg, &br, &result)?;
+        gateway_vlan = setup_gateway(&hnl, cfg, &br, &result)?;
         enable_forwarding(&result)?;
     }
 
@@ -144,6 +145,9 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
         interface_of(&veth, None),
         interface_of(&clink, Some(&ns)),
     ];
+    result
+        .interfaces
+        .extend(gateway_vlan.map(|l| interface_of(&l, None)));
     if let Some(dns) = req.conf.dns.as_ref().filter(|d| !d.is_empty()) {
         result.dns = dns.clone();
     }
@@ -262,20 +266,28 @@ fn add_default_routes(result: &mut CniResult) {
     }
 }
 
-/// Each family's gateway on the bridge (or its VLAN interface), once.
-fn setup_gateway(nl: &Netlink, cfg: &AttachConfig, br: &Link, result: &CniResult) -> Result<()> {
+/// Each family's gateway on the bridge (or its VLAN interface), once. The VLAN interface when
+/// it carries a gateway: the result lists it after the container's, as the reference's does.
+fn setup_gateway(
+    nl: &Netlink,
+    cfg: &AttachConfig,
+    br: &Link,
+    result: &CniResult,
+) -> Result<Option<Link>> {
     let link = match cfg.vlan {
         Some(vid) => ensure_vlan_iface(nl, cfg, br, vid)?,
         None => br.clone(),
     };
+    let mut carried = false;
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let gw_net = IpNetwork::new(gw, ip.address.prefix()).map_err(|e| {
             CniError::internal(format!("gateway {gw}/{}: {e}", ip.address.prefix()))
         })?;
         ensure_gateway_address(nl, cfg, &link, gw_net)?;
+        carried = true;
     }
-    Ok(())
+    Ok((carried && cfg.vlan.is_some()).then_some(link))
 }
 
 fn ensure_gateway_address(
