@@ -517,3 +517,74 @@ fn del_and_gc_after_a_change_of_backend_remove_the_old_entries() {
     assert!(!rules().contains(":CNI-M-"), "{}", rules());
     del(&host, &with("nftables"), "k2", Some(&ctr2));
 }
+
+/// The reference bridge's `macspoofchk` entries of an attachment it added (a node switched to
+/// ours with its containers running), in both of its layouts (`bridge nat` before 1.6,
+/// `bridge cni_spoofcheck` since): our DEL removes the base chain's rule and the two chains
+/// of that attachment, and leaves another container's and the tables.
+#[test]
+fn reference_macspoofchk_entries_go_with_our_del() {
+    let host = Sandbox::new("br-refspoof");
+    let data = TempDir::new("br-refspoof");
+    let layout = |table: &str, base: &str, hook: &str| {
+        let mut s = format!("table bridge {table} {{\n");
+        for (id, port, mac) in [
+            ("Ref-1-eth0", "veth0000aaaa", "0a:58:0a:4a:00:02"),
+            ("other-eth0", "veth0000bbbb", "0a:58:0a:4a:00:03"),
+        ] {
+            let c = format!("comment \"macspoofchk-{id}\"");
+            s += &format!(
+                "chain cni-br-iface-{id}-mac {{\n ether saddr {mac} return {c}\n drop {c}\n}}\n\
+                 chain cni-br-iface-{id} {{\n jump cni-br-iface-{id}-mac {c}\n}}\n"
+            );
+            s += &format!(
+                "chain {base} {{\n type filter hook {hook} priority -300; policy accept;\n \
+                 iifname \"{port}\" jump cni-br-iface-{id} {c}\n}}\n"
+            );
+        }
+        s + "}\n"
+    };
+    let script = layout("nat", "PREROUTING", "prerouting")
+        + &layout("cni_spoofcheck", "prerouting", "prerouting");
+    let mut load = host.command("nft");
+    load.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    let loaded = load.spawn().is_ok_and(|mut child| {
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            let _ = stdin.write_all(script.as_bytes());
+        }
+        child.wait().is_ok_and(|s| s.success())
+    });
+    assert!(loaded, "loading the reference's layouts:\n{script}");
+    let before = nft_ruleset(&host);
+    assert_eq!(
+        before.matches("macspoofchk-Ref-1-eth0").count(),
+        8,
+        "{before}"
+    );
+
+    let c = conf(
+        &data,
+        "br-refspoof",
+        &["10.74.0.0/24"],
+        json!({"macspoofchk": true}),
+    );
+    // The attachment is gone already (no namespace): DEL finds the entries by name.
+    del(&host, &c, "Ref-1", None);
+    let after = nft_ruleset(&host);
+    assert!(!after.contains("Ref-1"), "{after}");
+    assert_eq!(
+        after.matches("macspoofchk-other-eth0").count(),
+        8,
+        "{after}"
+    );
+    for t in ["table bridge nat", "table bridge cni_spoofcheck"] {
+        assert!(
+            after.contains(t),
+            "{t} stays, as the reference leaves it: {after}"
+        );
+    }
+    // Again: nothing found, success.
+    del(&host, &c, "Ref-1", None);
+    assert_eq!(nft_ruleset(&host), after);
+}

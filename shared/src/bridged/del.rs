@@ -120,6 +120,12 @@ pub fn del(req: &Request, cfg: &AttachConfig) -> Result<()> {
     if cfg.macspoofchk {
         let hint = found.port.as_deref().map(|p| (p, found.mac));
         note(macspoof::del(&tag, hint), "removing macspoofchk entries");
+        if req.conf.plugin_type == "bridge" {
+            note(
+                reference::remove_macspoof(req).map(drop),
+                "removing the reference plugin's macspoofchk entries",
+            );
+        }
     }
     // IPAM DEL (a process, or our host-local in-process) runs on a second thread meanwhile.
     // The veth's deletion returns once the kernel has removed it; its final wait is a child's

@@ -45,6 +45,12 @@ pub fn remove(what: Leftover, req: &Request) -> Result<Vec<String>> {
     both(ipt, nftables::remove(nl.as_mut(), what, req))
 }
 
+/// DEL: remove the reference bridge's `macspoofchk` entries of the request's attachment
+/// (nftables only: the reference has no iptables variant). What was removed, as [`remove`].
+pub fn remove_macspoof(req: &Request) -> Result<Vec<String>> {
+    nftables::remove_macspoof(Nfnl::open_optional().as_mut(), req)
+}
+
 /// GC: remove the reference's entries of kind `what` of the request's network whose
 /// attachment is not among its valid attachments.
 pub fn gc(what: Leftover, req: &Request) -> Result<Vec<String>> {

@@ -8,6 +8,9 @@
 //! - portmap: `table ip cni_hostport` and `table ip6 cni_hostport` (ours is `inet`), chains
 //!   `hostports`, `hostip_hostports` and `masquerading`, each rule commented with the container
 //!   ID alone.
+//! - bridge `macspoofchk`: `table bridge nat` (before 1.6) or `bridge cni_spoofcheck`, chains
+//!   `cni-br-iface-<containerID>-<ifname>` and its `-mac` chain, and the base chain's rule
+//!   jumping to the first, all commented `macspoofchk-<containerID>-<ifname>`: DEL only.
 //!
 //! DEL lists the table's rules straight from the kernel (one `NFT_MSG_GETRULE` dump per table,
 //! empty when the table is not there: no process; ~0.05 ms for portmap's two) and deletes the
@@ -52,31 +55,48 @@ fn masq_instance(network: &str, ifname: &str, container_id: &str) -> String {
     )
 }
 
+/// The bridge family (`NFPROTO_BRIDGE`): the reference's `macspoofchk` tables.
+const BRIDGE: u8 = 7;
+/// The reference bridge's `macspoofchk` layouts, (table, base chain): `bridge nat` before its
+/// move to knftables (1.6), `bridge cni_spoofcheck` since; the attachment's two chains and
+/// their comment are named alike in both.
+const MACSPOOF_LAYOUTS: [(&str, &str); 2] =
+    [("nat", "PREROUTING"), ("cni_spoofcheck", "prerouting")];
+
 fn family_name(family: u8) -> &'static str {
     match family {
         INET => "inet",
         IPV4 => "ip",
+        BRIDGE => "bridge",
         _ => "ip6",
     }
 }
 
-/// Delete the rules of `table` that `pick` chooses ([`nftrule::delete_where`]). What was
-/// removed, one "nftables <family> <table> <chain> <comment>" each.
+/// Delete the rules of `table` that `pick` chooses among those `listing` lists, then `chains`
+/// ([`nftrule::delete_where`]). What was removed, one "nftables <family> <table> <chain>
+/// <comment>" per rule and one "nftables <family> <table> chain <name>" per chain.
 fn remove_where(
     nl: &mut Nfnl,
     family: u8,
     table: &str,
+    listing: Listing,
     pick: impl Fn(&Rule) -> bool,
+    chains: &[&str],
 ) -> Result<Vec<String>> {
-    let deleted = nftrule::delete_where(nl, family, table, Listing::Table, pick, &[])
+    let deleted = nftrule::delete_where(nl, family, table, listing, pick, chains)
         .map_err(|e| e.cni(&format!("removing the reference plugin's rules in {table}")))?;
+    let f = family_name(family);
     let removed: Vec<String> = deleted
         .iter()
         .map(|r| {
             let comment = r.comment.as_deref().unwrap_or_default();
-            let f = family_name(family);
             format!("nftables {f} {table} {} {comment}", r.chain)
         })
+        .chain(
+            chains
+                .iter()
+                .map(|c| format!("nftables {f} {table} chain {c}")),
+        )
         .collect();
     if !removed.is_empty() {
         tracing::info!(?removed, "removed rules of the reference plugin");
@@ -92,18 +112,27 @@ pub(super) fn remove(nl: Option<&mut Nfnl>, what: Leftover, req: &Request) -> Re
     match what {
         Leftover::Masquerade => {
             let prefix = masq_instance(&req.conf.name, &req.ifname, &req.container_id);
-            remove_where(nl, INET, MASQ_TABLE, |r| {
+            let pick = |r: &Rule| {
                 r.chain == MASQ_CHAIN
                     && r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))
-            })
+            };
+            remove_where(nl, INET, MASQ_TABLE, Listing::Table, pick, &[])
         }
         Leftover::HostPorts => {
             let mut removed = Vec::new();
             for family in [IPV4, IPV6] {
-                removed.extend(remove_where(nl, family, HOSTPORT_TABLE, |r| {
+                let pick = |r: &Rule| {
                     HOSTPORT_CHAINS.contains(&r.chain.as_str())
                         && r.comment.as_deref() == Some(req.container_id.as_str())
-                })?);
+                };
+                removed.extend(remove_where(
+                    nl,
+                    family,
+                    HOSTPORT_TABLE,
+                    Listing::Table,
+                    pick,
+                    &[],
+                )?);
             }
             Ok(removed)
         }
@@ -137,7 +166,7 @@ pub(super) fn gc(
                 .collect()
         })
     };
-    remove_where(nl, INET, MASQ_TABLE, |r| {
+    let pick = |r: &Rule| {
         let Some(c) = r.comment.as_deref() else {
             return false;
         };
@@ -146,7 +175,37 @@ pub(super) fn gc(
             && c.starts_with(&ours)
             && c.get(..33)
                 .is_some_and(|instance| !keep().contains(instance))
-    })
+    };
+    remove_where(nl, INET, MASQ_TABLE, Listing::Table, pick, &[])
+}
+
+/// DEL: the reference bridge's `macspoofchk` entries of the attachment, in either layout: the
+/// base chain's rule that sends the port's frames to `cni-br-iface-<containerID>-<ifname>`,
+/// that chain and its `-mac` chain (which drops frames of another source MAC). Their names
+/// name no network, as the reference's own teardown finds them. One lookup per layout when
+/// there is nothing.
+pub(super) fn remove_macspoof(nl: Option<&mut Nfnl>, req: &Request) -> Result<Vec<String>> {
+    let Some(nl) = nl else {
+        return Ok(Vec::new());
+    };
+    let id = format!("{}-{}", req.container_id, req.ifname);
+    let (iface_chain, comment) = (format!("cni-br-iface-{id}"), format!("macspoofchk-{id}"));
+    let mac_chain = format!("{iface_chain}-mac");
+    let mut removed = Vec::new();
+    for (table, base) in MACSPOOF_LAYOUTS {
+        if nftrule::exists(nl, BRIDGE, table, Some(&iface_chain)) == Some(false) {
+            continue;
+        }
+        removed.extend(remove_where(
+            nl,
+            BRIDGE,
+            table,
+            Listing::Chain(base),
+            |r| r.comment.as_deref() == Some(comment.as_str()),
+            &[&iface_chain, &mac_chain],
+        )?);
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
