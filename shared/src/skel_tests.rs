@@ -224,11 +224,40 @@ fn bad_environment_is_code_4() {
     let r = run(&p, &without(&ADD, "CNI_NETNS"), &conf("1.1.0"));
     assert_eq!(r.code(), 4);
     assert!(r.json()["msg"].as_str().unwrap().contains("CNI_NETNS"));
-    assert_eq!(
-        run(&p, &without(&ADD, "CNI_PATH"), &conf("1.1.0")).code(),
-        4
-    );
     assert!(p.seen.borrow().is_empty(), "the plugin never ran");
+}
+
+#[test]
+fn cni_path_is_optional_for_every_verb() {
+    // SPEC.md: CNI_PATH is optional for ADD, DEL and CHECK; STATUS and GC need only CNI_COMMAND.
+    let gc_conf = json!({"cniVersion": "1.1.0", "name": "n", "type": "fake",
+                         "cni.dev/valid-attachments": []})
+    .to_string();
+    for (verb, env, stdin) in [
+        ("ADD", without(&ADD, "CNI_PATH"), conf("1.1.0")),
+        (
+            "CHECK",
+            with(&without(&ADD, "CNI_PATH"), "CNI_COMMAND", "CHECK"),
+            conf("1.1.0"),
+        ),
+        (
+            "DEL",
+            with(&without(&ADD, "CNI_PATH"), "CNI_COMMAND", "DEL"),
+            conf("1.1.0"),
+        ),
+        (
+            "DEL",
+            with(&with(&ADD, "CNI_COMMAND", "DEL"), "CNI_PATH", ""),
+            conf("1.1.0"),
+        ),
+        ("STATUS", vec![("CNI_COMMAND", "STATUS")], conf("1.1.0")),
+        ("GC", vec![("CNI_COMMAND", "GC")], gc_conf),
+    ] {
+        let p = Fake::default();
+        let r = run(&p, &env, &stdin);
+        assert_eq!(r.status, 0, "{verb} {env:?}: {}", r.stdout);
+        assert!(p.seen.borrow()[0].starts_with(verb), "{:?}", p.seen);
+    }
 }
 
 #[test]
