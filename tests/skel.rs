@@ -190,3 +190,44 @@ fn delegating_to_ipam_without_cni_path_is_code_4_and_leaves_nothing() {
     del.command = Command::Del;
     del.run_in(&host).unwrap();
 }
+
+#[test]
+fn errors_echo_the_config_version() {
+    // Every run fails before touching a network.
+    let attach = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "v1"),
+        ("CNI_NETNS", "/nonexistent/netns"),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let bad_name = json!({"cniVersion": "0.4.0", "name": "a/b", "type": "loopback"}).to_string();
+    let e = error_of("loopback", &attach, &bad_name);
+    assert_eq!(
+        (e["code"].as_u64(), e["cniVersion"].as_str()),
+        (Some(7), Some("0.4.0")),
+        "{e}"
+    );
+    let mut check = attach;
+    check[0].1 = "CHECK";
+    let old = json!({"cniVersion": "0.3.1", "name": "n", "type": "loopback"}).to_string();
+    let e = error_of("loopback", &check, &old);
+    assert_eq!(
+        (e["code"].as_u64(), e["cniVersion"].as_str()),
+        (Some(1), Some("0.3.1")),
+        "{e}"
+    );
+    let e = error_of("host-local", &attach[..3], &bad_name);
+    assert!(e["msg"].as_str().unwrap().contains("CNI_IFNAME"), "{e}");
+    assert_eq!(
+        (e["code"].as_u64(), e["cniVersion"].as_str()),
+        (Some(4), Some("0.4.0")),
+        "{e}"
+    );
+    let unknown = json!({"cniVersion": "9.9.9", "name": "n", "type": "loopback"}).to_string();
+    let e = error_of("loopback", &attach, &unknown);
+    assert_eq!(
+        (e["code"].as_u64(), e["cniVersion"].as_str()),
+        (Some(1), Some("1.1.0")),
+        "{e}"
+    );
+}

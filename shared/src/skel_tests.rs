@@ -316,6 +316,124 @@ fn bad_configs_get_their_codes() {
 }
 
 #[test]
+fn errors_carry_the_config_version_once_it_is_read() {
+    // SPEC.md, Error: cniVersion is "the same value as provided by the configuration".
+    let p = Fake::default();
+    let check = with(&ADD, "CNI_COMMAND", "CHECK");
+    let status = [("CNI_COMMAND", "STATUS")];
+    let cases: [(&str, &[(&str, &str)], &str, u64, &str); 12] = [
+        (
+            "no type",
+            &ADD,
+            r#"{"cniVersion":"0.4.0","name":"n"}"#,
+            7,
+            "0.4.0",
+        ),
+        (
+            "bad name",
+            &ADD,
+            r#"{"cniVersion":"1.0.0","name":"a/b","type":"f"}"#,
+            7,
+            "1.0.0",
+        ),
+        (
+            "common key of the wrong type",
+            &ADD,
+            r#"{"cniVersion":"0.4.0","name":5,"type":"f"}"#,
+            7,
+            "0.4.0",
+        ),
+        ("CHECK before 0.4.0", &check, &conf("0.3.1"), 1, "0.3.1"),
+        ("STATUS before 1.1.0", &status, &conf("0.4.0"), 1, "0.4.0"),
+        (
+            "missing variable",
+            &without(&ADD, "CNI_IFNAME"),
+            &conf("0.4.0"),
+            4,
+            "0.4.0",
+        ),
+        (
+            "bad container ID",
+            &with(&ADD, "CNI_CONTAINERID", "-x"),
+            &conf("0.3.1"),
+            4,
+            "0.3.1",
+        ),
+        (
+            "no cniVersion is 0.1.0",
+            &ADD,
+            r#"{"name":"n"}"#,
+            7,
+            "0.1.0",
+        ),
+        // Unreadable: the latest.
+        ("unknown version", &ADD, &conf("0.9.0"), 1, "1.1.0"),
+        (
+            "cniVersion not a string",
+            &ADD,
+            r#"{"cniVersion":4,"name":"n","type":"f"}"#,
+            7,
+            "1.1.0",
+        ),
+        ("not JSON", &ADD, "{not json", 6, "1.1.0"),
+        (
+            "missing variable, not JSON",
+            &without(&ADD, "CNI_IFNAME"),
+            "[1",
+            4,
+            "1.1.0",
+        ),
+    ];
+    for (what, env, stdin, code, version) in cases {
+        let r = run(&p, env, stdin);
+        assert_eq!(r.code(), code, "{what}: {}", r.stdout);
+        assert_eq!(r.json()["cniVersion"], version, "{what}: {}", r.stdout);
+    }
+    assert!(p.seen.borrow().is_empty());
+}
+
+/// A terminal on stdin: records whether it was read.
+#[derive(Default)]
+struct Terminal {
+    read: bool,
+}
+
+impl std::io::Read for Terminal {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        self.read = true;
+        Ok(0)
+    }
+}
+
+#[test]
+fn an_environment_error_does_not_wait_for_a_terminal() {
+    let env = without(&ADD, "CNI_NETNS");
+    let lookup = |k: &str| {
+        env.iter()
+            .find(|(kk, _)| *kk == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let mut tty = Terminal::default();
+    let mut out = Vec::new();
+    let status = run_with(
+        &Fake::default(),
+        ABOUT,
+        &lookup,
+        &mut tty,
+        true,
+        &mut out,
+        &mut Vec::new(),
+    );
+    assert_eq!(status, 1);
+    assert!(!tty.read, "stdin was read");
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (v["code"].as_u64(), v["cniVersion"].as_str()),
+        (Some(4), Some("1.1.0"))
+    );
+}
+
+#[test]
 fn verbs_need_their_minimum_version() {
     let p = Fake::default();
     let check = with(&ADD, "CNI_COMMAND", "CHECK");
