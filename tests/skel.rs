@@ -86,6 +86,15 @@ fn version_reports_all_seven_versions() {
     for plugin in ["host-local", "loopback"] {
         let versions = cni_shared::invoke::plugin_versions(&plugin_path(plugin)).unwrap();
         assert_eq!(versions.len(), 7, "{plugin}");
+        // Its cniVersion is the one asked for, even one newer than ours.
+        let (code, out) = run_bare(
+            plugin,
+            &[("CNI_COMMAND", "VERSION")],
+            r#"{"cniVersion":"1.2.0"}"#,
+        );
+        assert_eq!(code, 0, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["cniVersion"], "1.2.0", "{plugin}: {v}");
     }
 }
 

@@ -330,23 +330,24 @@ pub(crate) fn perform(
     })
 }
 
+/// VERSION's answer. Its `cniVersion` is "the value of cniVersion specified on input" (SPEC.md),
+/// whether or not we speak it (libcni sends the newest version it knows, and only looks at
+/// `supportedVersions`); the latest when stdin has no non-empty `cniVersion` string (a terminal,
+/// nothing, not JSON).
 fn version_output(stdin: &mut dyn Read, stdin_is_tty: bool) -> Value {
-    // libcni sends {"cniVersion": ...}; answer in that version when we speak it.
     let mut buf = Vec::new();
     if !stdin_is_tty {
         let _ = stdin.take(MAX_STDIN).read_to_end(&mut buf);
     }
     let asked = serde_json::from_slice::<Value>(&buf)
         .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+        .and_then(|mut v| match v.get_mut("cniVersion").map(Value::take) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            _ => None,
         })
-        .and_then(|s| s.parse::<Version>().ok())
-        .unwrap_or(Version::LATEST);
+        .unwrap_or_else(|| Version::LATEST.as_str().to_owned());
     serde_json::json!({
-        "cniVersion": asked.as_str(),
+        "cniVersion": asked,
         "supportedVersions": Version::ALL.map(Version::as_str),
     })
 }

@@ -169,6 +169,26 @@ fn version_lists_all_seven_versions() {
 }
 
 #[test]
+fn version_echoes_the_input_cni_version_even_unknown() {
+    // SPEC.md: the output's cniVersion is "the value of cniVersion specified on input".
+    for (stdin, echoed) in [
+        (r#"{"cniVersion":"1.2.0"}"#, "1.2.0"),
+        (r#"{"cniVersion":"0.1.0"}"#, "0.1.0"),
+        (r#"{"cniVersion":"x\"y"}"#, "x\"y"),
+        // Nothing to echo: the latest.
+        (r#"{"cniVersion":""}"#, "1.1.0"),
+        (r#"{"cniVersion":2}"#, "1.1.0"),
+        (r#"{}"#, "1.1.0"),
+        ("not json", "1.1.0"),
+    ] {
+        let r = run(&Fake::default(), &[("CNI_COMMAND", "VERSION")], stdin);
+        assert_eq!(r.status, 0);
+        assert_eq!(r.json()["cniVersion"], echoed, "{stdin}");
+        assert_eq!(r.json()["supportedVersions"].as_array().unwrap().len(), 7);
+    }
+}
+
+#[test]
 fn add_prints_the_result_in_the_config_version() {
     for (version, key) in [("0.2.0", "ip4"), ("0.4.0", "ips"), ("1.1.0", "ips")] {
         let p = Fake::default();
