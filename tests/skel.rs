@@ -1,6 +1,9 @@
 //! The skel as seen from a runtime, through a real plugin binary: panics end as CNI errors, logs
 //! never reach stdout, the about line, VERSION, the optional CNI_PATH.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Command as Process, Stdio};
 
 use cni_shared::skel::Command;

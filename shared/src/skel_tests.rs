@@ -341,7 +341,9 @@ fn errors_carry_the_config_version_once_it_is_read() {
     let p = Fake::default();
     let check = with(&ADD, "CNI_COMMAND", "CHECK");
     let status = [("CNI_COMMAND", "STATUS")];
-    let cases: [(&str, &[(&str, &str)], &str, u64, &str); 12] = [
+    // What, environment, stdin, the error's code and its cniVersion.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, u64, &'a str);
+    let cases: [Case; 12] = [
         (
             "no type",
             &ADD,
