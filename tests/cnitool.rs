@@ -103,6 +103,11 @@ fn chain_gets_name_version_prev_result_and_only_declared_capabilities() {
         assert_eq!(c.env["CNI_NETNS"], w.netns());
         assert_eq!(c.env["CNI_ARGS"], "IgnoreUnknown=1;FOO=bar");
         assert!(c.env["CNI_PATH"].starts_with(w.plugins.path().to_str().unwrap()));
+        assert!(
+            c.stdin.get("capabilities").is_none(),
+            "the runtime removes capabilities: {}",
+            c.stdin
+        );
     }
     assert_eq!(
         calls[0].stdin["runtimeConfig"],
@@ -157,6 +162,7 @@ fn chain_gets_name_version_prev_result_and_only_declared_capabilities() {
     );
     for c in &calls {
         assert_eq!(c.stdin["prevResult"], out, "{}", c.plugin);
+        assert!(c.stdin.get("capabilities").is_none(), "{}", c.stdin);
     }
     assert_eq!(
         calls[2].stdin["runtimeConfig"],
@@ -256,7 +262,8 @@ fn gc_deletes_stale_attachments_and_sends_gc_with_the_valid_list() {
     w.conf(
         "10-gc.conflist",
         &json!({"cniVersion": "1.1.0", "name": "gcnet",
-        "plugins": [{"type": "main"}, {"type": "meta"}]}),
+        "plugins": [{"type": "main"},
+                    {"type": "meta", "capabilities": {"portMappings": true}}]}),
     );
     w.conf(
         "20-other.conflist",
@@ -305,6 +312,7 @@ fn gc_deletes_stale_attachments_and_sends_gc_with_the_valid_list() {
         assert_eq!(gc.stdin["cni.dev/valid-attachments"], valid);
         assert_eq!(gc.stdin["cni.dev/attachments"], valid);
         assert_eq!(gc.stdin["name"], "gcnet");
+        assert!(gc.stdin.get("capabilities").is_none(), "{}", gc.stdin);
         for k in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"] {
             assert!(!gc.env.contains_key(k), "{k} in GC env: {:?}", gc.env);
         }
@@ -346,7 +354,8 @@ fn status_reaches_every_plugin_and_keeps_the_code() {
     w.conf(
         "10-s.conflist",
         &json!({"cniVersion": "1.1.0", "name": "stnet",
-        "plugins": [{"type": "ok", "k": "v"}, {"type": "down"}]}),
+        "plugins": [{"type": "ok", "k": "v", "capabilities": {"bandwidth": true}},
+                    {"type": "down"}]}),
     );
     w.conf(
         "20-old.conflist",
@@ -357,6 +366,7 @@ fn status_reaches_every_plugin_and_keeps_the_code() {
     assert_eq!(e["code"], 50);
     let calls = w.take_calls();
     assert_eq!(sequence(&calls), s(&[("ok", "STATUS"), ("down", "STATUS")]));
+    // Exactly this: `capabilities` removed, no runtimeConfig.
     assert_eq!(
         calls[0].stdin,
         json!({"type": "ok", "k": "v", "name": "stnet", "cniVersion": "1.1.0"})

@@ -13,7 +13,8 @@
 //! [`crate::invoke`] reads the found binary's notes (its ELF header, program headers and note
 //! segments: a few kilobytes from the page cache) and runs the registered plugin in-process
 //! when the IDs match; anything else — another build, another program, a script, an unreadable
-//! file — is executed as before.
+//! file — is executed as before. Without CNI_PATH nothing is found, so nothing runs in-process
+//! either: the delegation is code 4 naming CNI_PATH (`invoke::find_ipam`).
 //!
 //! In-process, the IPAM sees the same request (configuration, CNI_* values) with the delegated
 //! verb, and its ADD result goes through the same encoding in the configuration's version and

@@ -62,8 +62,8 @@ impl PluginEnv {
     }
 }
 
-/// Find the executable for plugin `plugin_type` in the CNI_PATH directories.
-pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
+/// A plugin type names an executable in CNI_PATH: not empty, not a path (code 7).
+fn check_plugin_name(plugin_type: &str) -> Result<()> {
     if plugin_type.is_empty() {
         return Err(CniError::invalid_config("type: missing plugin type"));
     }
@@ -72,6 +72,12 @@ pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
             "type: {plugin_type:?} must be a plugin name, not a path"
         )));
     }
+    Ok(())
+}
+
+/// Find the executable for plugin `plugin_type` in the CNI_PATH directories.
+pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
+    check_plugin_name(plugin_type)?;
     for dir in cni_path {
         let candidate = dir.join(plugin_type);
         if let Ok(meta) = std::fs::metadata(&candidate) {
@@ -223,8 +229,7 @@ enum Delegated {
 }
 
 fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Delegated> {
-    let program = find_plugin(ipam_type, &req.cni_path)
-        .map_err(|e| CniError::new(e.code, e.msg.replacen("type:", "ipam.type:", 1)))?;
+    let program = find_ipam(ipam_type, &req.cni_path)?;
     if let Some(b) = BUILTIN
         .get()
         .filter(|b| b.name == ipam_type && builtin::carries(&program, &b.build_id))
@@ -239,6 +244,24 @@ fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Dele
     }
     tracing::debug!(plugin = ipam_type, cmd = command.as_str(), "delegating");
     exec(&program, command, &PluginEnv::from_request(req), &req.stdin).map(Delegated::Executed)
+}
+
+/// The IPAM plugin's executable in CNI_PATH. CNI_PATH is optional in the environment (SPEC.md),
+/// but delegating needs it: without a directory (unset, empty, or only ':') this is code 4
+/// naming CNI_PATH. The built-in copy does not stand in then: which `host-local` runs is the
+/// runtime's choice, made through CNI_PATH, and the built-in one runs only when it is the one
+/// found there (see [`crate::builtin`]).
+fn find_ipam(ipam_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
+    let at_ipam_type =
+        |e: CniError| CniError::new(e.code, e.msg.replacen("type:", "ipam.type:", 1));
+    check_plugin_name(ipam_type).map_err(at_ipam_type)?;
+    if cni_path.is_empty() {
+        return Err(CniError::invalid_env(format!(
+            "CNI_PATH: unset or names no directory; it is required to find the IPAM plugin \
+             {ipam_type:?} (ipam.type)"
+        )));
+    }
+    find_plugin(ipam_type, cni_path).map_err(at_ipam_type)
 }
 
 /// The built-in plugin's verb on this request (with the delegated verb as its command).
@@ -302,6 +325,30 @@ mod tests {
         let e = find_plugin("nope", &[PathBuf::from("/nonexistent")]).unwrap_err();
         assert!(
             e.msg.contains("\"nope\"") && e.msg.contains("/nonexistent"),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn delegating_without_cni_path_is_code_4_naming_it() {
+        let e = find_ipam("host-local", &[]).unwrap_err();
+        assert_eq!(e.code, code::INVALID_ENVIRONMENT, "{}", e.msg);
+        assert!(
+            e.msg.starts_with("CNI_PATH:") && e.msg.contains("\"host-local\""),
+            "{}",
+            e.msg
+        );
+        // A bad ipam.type is a configuration error whatever the environment.
+        let e = find_ipam("../sh", &[]).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.starts_with("ipam.type:"), "{}", e.msg);
+        // With directories, a plugin that is not there stays code 7 naming ipam.type.
+        let e = find_ipam("nope", &[PathBuf::from("/nonexistent")]).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(
+            e.msg
+                .starts_with("ipam.type: plugin \"nope\" not found in CNI_PATH (/nonexistent)"),
             "{}",
             e.msg
         );

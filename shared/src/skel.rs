@@ -79,7 +79,9 @@ pub struct Request {
     pub ifname: String,
     /// CNI_ARGS as given.
     pub args: String,
-    /// CNI_PATH split on ':'.
+    /// CNI_PATH split on ':'; empty when unset. It is optional for every verb (SPEC.md): only a
+    /// plugin that executes another one needs it, and says so then (see
+    /// [`crate::invoke::delegate`]).
     pub cni_path: Vec<PathBuf>,
     /// The configuration bytes exactly as received (passed on unchanged to delegated plugins).
     pub stdin: Vec<u8>,
@@ -278,12 +280,11 @@ fn dispatch<P: Plugin>(
     stdin_is_tty: bool,
     added: &mut Option<Request>,
 ) -> Outcome {
-    let early = |e: CniError| (Version::LATEST, e);
-    let command: Command = command.parse().map_err(early)?;
+    let command: Command = command.parse().map_err(|e| (Version::LATEST, e))?;
     if command == Command::Version {
         return Ok(Some(version_output(stdin, stdin_is_tty)));
     }
-    let req = parse_request(command, env, stdin).map_err(early)?;
+    let req = read_request(command, env, stdin, stdin_is_tty)?;
     let version = req.version;
     let _ = ERROR_VERSION.set(version);
     logging::init(about.name, &req.conf);
@@ -329,23 +330,24 @@ pub(crate) fn perform(
     })
 }
 
+/// VERSION's answer. Its `cniVersion` is "the value of cniVersion specified on input" (SPEC.md),
+/// whether or not we speak it (libcni sends the newest version it knows, and only looks at
+/// `supportedVersions`); the latest when stdin has no non-empty `cniVersion` string (a terminal,
+/// nothing, not JSON).
 fn version_output(stdin: &mut dyn Read, stdin_is_tty: bool) -> Value {
-    // libcni sends {"cniVersion": ...}; answer in that version when we speak it.
     let mut buf = Vec::new();
     if !stdin_is_tty {
         let _ = stdin.take(MAX_STDIN).read_to_end(&mut buf);
     }
     let asked = serde_json::from_slice::<Value>(&buf)
         .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+        .and_then(|mut v| match v.get_mut("cniVersion").map(Value::take) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            _ => None,
         })
-        .and_then(|s| s.parse::<Version>().ok())
-        .unwrap_or(Version::LATEST);
+        .unwrap_or_else(|| Version::LATEST.as_str().to_owned());
     serde_json::json!({
-        "cniVersion": asked.as_str(),
+        "cniVersion": asked,
         "supportedVersions": Version::ALL.map(Version::as_str),
     })
 }
@@ -356,62 +358,41 @@ pub fn parse_request(
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
 ) -> Result<Request> {
-    let get = |k: &str| env(k).filter(|v| !v.is_empty());
-    let per_attachment = command.is_per_attachment();
-    let mut missing = Vec::new();
-    if per_attachment {
-        for var in ["CNI_CONTAINERID", "CNI_IFNAME"] {
-            if get(var).is_none() {
-                missing.push(var);
-            }
-        }
-    }
-    if matches!(command, Command::Add | Command::Check) && get("CNI_NETNS").is_none() {
-        missing.push("CNI_NETNS");
-    }
-    if get("CNI_PATH").is_none() {
-        missing.push("CNI_PATH");
-    }
-    if !missing.is_empty() {
-        return Err(CniError::invalid_env(format!(
-            "required environment variables missing for {}: {}",
-            command.as_str(),
-            missing.join(", ")
-        )));
-    }
-    let (container_id, ifname, netns) = if per_attachment {
-        let cid = get("CNI_CONTAINERID").unwrap_or_default();
-        validate::container_id(&cid)?;
-        let ifname = get("CNI_IFNAME").unwrap_or_default();
-        validate::ifname(&ifname)?;
-        (cid, ifname, get("CNI_NETNS").map(PathBuf::from))
-    } else {
-        (String::new(), String::new(), None)
-    };
-    let cni_path = get("CNI_PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect();
+    read_request(command, env, stdin, false).map_err(|(_, e)| e)
+}
 
-    let mut bytes = Vec::new();
-    stdin
-        .take(MAX_STDIN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| CniError::io(format!("reading the configuration from stdin: {e}")))?;
-    if bytes.len() as u64 > MAX_STDIN {
-        return Err(CniError::decode(format!(
-            "stdin: the configuration is larger than {} MiB",
-            MAX_STDIN >> 20
+/// [`parse_request`], each error with the version it is printed in: "the same value as provided
+/// by the configuration" (SPEC.md, Error) whenever stdin has a `cniVersion` we know, the latest
+/// only when it has none we can read. An environment error still comes before any configuration
+/// error; stdin is read for its version then, except from a terminal (someone trying the binary
+/// by hand gets the error at once).
+fn read_request(
+    command: Command,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdin_is_tty: bool,
+) -> std::result::Result<Request, (Version, CniError)> {
+    let latest = |e: CniError| (Version::LATEST, e);
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let attachment = match attachment_env(command, &get) {
+        Err(e) if stdin_is_tty => return Err(latest(e)),
+        a => a,
+    };
+    let bytes = read_stdin(stdin);
+    let (container_id, ifname, netns) = attachment.map_err(|e| {
+        let version = bytes.as_deref().map_or(Version::LATEST, version_hint);
+        (version, e)
+    })?;
+    let bytes = bytes.map_err(latest)?;
+    let (conf, raw) = NetConf::parse(&bytes).map_err(|e| (version_hint(&bytes), e))?;
+    let version = Version::parse_config_version(Some(&conf.cni_version)).map_err(latest)?;
+    let in_version = |e: CniError| (version, e);
+    if conf.plugin_type.is_empty() {
+        return Err(in_version(CniError::invalid_config(
+            "type: missing plugin type",
         )));
     }
-    let (conf, raw) = NetConf::parse(&bytes)?;
-    let version = Version::parse_config_version(Some(&conf.cni_version))?;
-    if conf.plugin_type.is_empty() {
-        return Err(CniError::invalid_config("type: missing plugin type"));
-    }
-    validate::network_name(&conf.name)?;
+    validate::network_name(&conf.name).map_err(in_version)?;
     let needed = match command {
         Command::Check => Some(Version::V0_4_0),
         Command::Status | Command::Gc => Some(Version::V1_1_0),
@@ -419,13 +400,19 @@ pub fn parse_request(
     };
     if let Some(needed) = needed {
         if version < needed {
-            return Err(CniError::incompatible_version(format!(
+            return Err(in_version(CniError::incompatible_version(format!(
                 "cniVersion: {} does not support {} (needs {needed} or later)",
                 version,
                 command.as_str()
-            )));
+            ))));
         }
     }
+    let cni_path = get("CNI_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect();
     Ok(Request {
         command,
         container_id,
@@ -438,4 +425,70 @@ pub fn parse_request(
         conf,
         raw,
     })
+}
+
+/// The attachment's CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS, checked (code 4 naming the
+/// variables); all empty for GC and STATUS. CNI_PATH and CNI_ARGS are optional for every verb.
+fn attachment_env(
+    command: Command,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, String, Option<PathBuf>)> {
+    let per_attachment = command.is_per_attachment();
+    let mut missing = Vec::new();
+    if per_attachment {
+        for var in ["CNI_CONTAINERID", "CNI_IFNAME"] {
+            if get(var).is_none() {
+                missing.push(var);
+            }
+        }
+    }
+    if matches!(command, Command::Add | Command::Check) && get("CNI_NETNS").is_none() {
+        missing.push("CNI_NETNS");
+    }
+    if !missing.is_empty() {
+        return Err(CniError::invalid_env(format!(
+            "required environment variables missing for {}: {}",
+            command.as_str(),
+            missing.join(", ")
+        )));
+    }
+    if !per_attachment {
+        return Ok((String::new(), String::new(), None));
+    }
+    let cid = get("CNI_CONTAINERID").unwrap_or_default();
+    validate::container_id(&cid)?;
+    let ifname = get("CNI_IFNAME").unwrap_or_default();
+    validate::ifname(&ifname)?;
+    Ok((cid, ifname, get("CNI_NETNS").map(PathBuf::from)))
+}
+
+/// The configuration bytes from stdin, at most [`MAX_STDIN`].
+fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    stdin
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CniError::io(format!("reading the configuration from stdin: {e}")))?;
+    if bytes.len() as u64 > MAX_STDIN {
+        return Err(CniError::decode(format!(
+            "stdin: the configuration is larger than {} MiB",
+            MAX_STDIN >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The version of an error raised before the configuration was decoded: its `cniVersion` when
+/// it is a JSON object with one we know (absent or empty is 0.1.0, as for its results), the
+/// latest otherwise. Runs on error paths only.
+fn version_hint(bytes: &[u8]) -> Version {
+    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(bytes) else {
+        return Version::LATEST;
+    };
+    let given = match top.get("cniVersion") {
+        None => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Version::LATEST,
+    };
+    Version::parse_config_version(given).unwrap_or(Version::LATEST)
 }

@@ -169,6 +169,26 @@ fn version_lists_all_seven_versions() {
 }
 
 #[test]
+fn version_echoes_the_input_cni_version_even_unknown() {
+    // SPEC.md: the output's cniVersion is "the value of cniVersion specified on input".
+    for (stdin, echoed) in [
+        (r#"{"cniVersion":"1.2.0"}"#, "1.2.0"),
+        (r#"{"cniVersion":"0.1.0"}"#, "0.1.0"),
+        (r#"{"cniVersion":"x\"y"}"#, "x\"y"),
+        // Nothing to echo: the latest.
+        (r#"{"cniVersion":""}"#, "1.1.0"),
+        (r#"{"cniVersion":2}"#, "1.1.0"),
+        (r#"{}"#, "1.1.0"),
+        ("not json", "1.1.0"),
+    ] {
+        let r = run(&Fake::default(), &[("CNI_COMMAND", "VERSION")], stdin);
+        assert_eq!(r.status, 0);
+        assert_eq!(r.json()["cniVersion"], echoed, "{stdin}");
+        assert_eq!(r.json()["supportedVersions"].as_array().unwrap().len(), 7);
+    }
+}
+
+#[test]
 fn add_prints_the_result_in_the_config_version() {
     for (version, key) in [("0.2.0", "ip4"), ("0.4.0", "ips"), ("1.1.0", "ips")] {
         let p = Fake::default();
@@ -224,11 +244,40 @@ fn bad_environment_is_code_4() {
     let r = run(&p, &without(&ADD, "CNI_NETNS"), &conf("1.1.0"));
     assert_eq!(r.code(), 4);
     assert!(r.json()["msg"].as_str().unwrap().contains("CNI_NETNS"));
-    assert_eq!(
-        run(&p, &without(&ADD, "CNI_PATH"), &conf("1.1.0")).code(),
-        4
-    );
     assert!(p.seen.borrow().is_empty(), "the plugin never ran");
+}
+
+#[test]
+fn cni_path_is_optional_for_every_verb() {
+    // SPEC.md: CNI_PATH is optional for ADD, DEL and CHECK; STATUS and GC need only CNI_COMMAND.
+    let gc_conf = json!({"cniVersion": "1.1.0", "name": "n", "type": "fake",
+                         "cni.dev/valid-attachments": []})
+    .to_string();
+    for (verb, env, stdin) in [
+        ("ADD", without(&ADD, "CNI_PATH"), conf("1.1.0")),
+        (
+            "CHECK",
+            with(&without(&ADD, "CNI_PATH"), "CNI_COMMAND", "CHECK"),
+            conf("1.1.0"),
+        ),
+        (
+            "DEL",
+            with(&without(&ADD, "CNI_PATH"), "CNI_COMMAND", "DEL"),
+            conf("1.1.0"),
+        ),
+        (
+            "DEL",
+            with(&with(&ADD, "CNI_COMMAND", "DEL"), "CNI_PATH", ""),
+            conf("1.1.0"),
+        ),
+        ("STATUS", vec![("CNI_COMMAND", "STATUS")], conf("1.1.0")),
+        ("GC", vec![("CNI_COMMAND", "GC")], gc_conf),
+    ] {
+        let p = Fake::default();
+        let r = run(&p, &env, &stdin);
+        assert_eq!(r.status, 0, "{verb} {env:?}: {}", r.stdout);
+        assert!(p.seen.borrow()[0].starts_with(verb), "{:?}", p.seen);
+    }
 }
 
 #[test]
@@ -284,6 +333,126 @@ fn bad_configs_get_their_codes() {
         "errors before the version is known use the latest"
     );
     assert!(p.seen.borrow().is_empty());
+}
+
+#[test]
+fn errors_carry_the_config_version_once_it_is_read() {
+    // SPEC.md, Error: cniVersion is "the same value as provided by the configuration".
+    let p = Fake::default();
+    let check = with(&ADD, "CNI_COMMAND", "CHECK");
+    let status = [("CNI_COMMAND", "STATUS")];
+    // What, environment, stdin, the error's code and its cniVersion.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, u64, &'a str);
+    let cases: [Case; 12] = [
+        (
+            "no type",
+            &ADD,
+            r#"{"cniVersion":"0.4.0","name":"n"}"#,
+            7,
+            "0.4.0",
+        ),
+        (
+            "bad name",
+            &ADD,
+            r#"{"cniVersion":"1.0.0","name":"a/b","type":"f"}"#,
+            7,
+            "1.0.0",
+        ),
+        (
+            "common key of the wrong type",
+            &ADD,
+            r#"{"cniVersion":"0.4.0","name":5,"type":"f"}"#,
+            7,
+            "0.4.0",
+        ),
+        ("CHECK before 0.4.0", &check, &conf("0.3.1"), 1, "0.3.1"),
+        ("STATUS before 1.1.0", &status, &conf("0.4.0"), 1, "0.4.0"),
+        (
+            "missing variable",
+            &without(&ADD, "CNI_IFNAME"),
+            &conf("0.4.0"),
+            4,
+            "0.4.0",
+        ),
+        (
+            "bad container ID",
+            &with(&ADD, "CNI_CONTAINERID", "-x"),
+            &conf("0.3.1"),
+            4,
+            "0.3.1",
+        ),
+        (
+            "no cniVersion is 0.1.0",
+            &ADD,
+            r#"{"name":"n"}"#,
+            7,
+            "0.1.0",
+        ),
+        // Unreadable: the latest.
+        ("unknown version", &ADD, &conf("0.9.0"), 1, "1.1.0"),
+        (
+            "cniVersion not a string",
+            &ADD,
+            r#"{"cniVersion":4,"name":"n","type":"f"}"#,
+            7,
+            "1.1.0",
+        ),
+        ("not JSON", &ADD, "{not json", 6, "1.1.0"),
+        (
+            "missing variable, not JSON",
+            &without(&ADD, "CNI_IFNAME"),
+            "[1",
+            4,
+            "1.1.0",
+        ),
+    ];
+    for (what, env, stdin, code, version) in cases {
+        let r = run(&p, env, stdin);
+        assert_eq!(r.code(), code, "{what}: {}", r.stdout);
+        assert_eq!(r.json()["cniVersion"], version, "{what}: {}", r.stdout);
+    }
+    assert!(p.seen.borrow().is_empty());
+}
+
+/// A terminal on stdin: records whether it was read.
+#[derive(Default)]
+struct Terminal {
+    read: bool,
+}
+
+impl std::io::Read for Terminal {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        self.read = true;
+        Ok(0)
+    }
+}
+
+#[test]
+fn an_environment_error_does_not_wait_for_a_terminal() {
+    let env = without(&ADD, "CNI_NETNS");
+    let lookup = |k: &str| {
+        env.iter()
+            .find(|(kk, _)| *kk == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let mut tty = Terminal::default();
+    let mut out = Vec::new();
+    let status = run_with(
+        &Fake::default(),
+        ABOUT,
+        &lookup,
+        &mut tty,
+        true,
+        &mut out,
+        &mut Vec::new(),
+    );
+    assert_eq!(status, 1);
+    assert!(!tty.read, "stdin was read");
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (v["code"].as_u64(), v["cniVersion"].as_str()),
+        (Some(4), Some("1.1.0"))
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! What one plugin of a chain gets on stdin (SPEC.md "Deriving execution configuration from
-//! plugin configuration"): its own object as written, with the list's `name` and negotiated
-//! `cniVersion` injected, the previous result as `prevResult`, and a `runtimeConfig` holding only
-//! the capability arguments the plugin declares.
+//! plugin configuration"): its own object as written, without `capabilities` (the runtime
+//! removes it), with the list's `name` and negotiated `cniVersion` injected, the previous result
+//! as `prevResult`, and a `runtimeConfig` holding only the capability arguments the plugin
+//! declares.
 
 use serde_json::{Map, Value};
 
@@ -25,9 +26,12 @@ pub fn runtime_config_for(
         .collect()
 }
 
-/// The plugin's object with `values` set at the top level (libcni's `InjectConf`).
+/// The plugin's object with `values` set at the top level (libcni's `InjectConf`) and its
+/// `capabilities` removed: SPEC.md has the runtime remove that key for every verb, since it is
+/// the runtime's to read (see [`runtime_config_for`]), not the plugin's.
 pub fn inject(plugin: &PluginConfig, values: Vec<(&str, Value)>) -> Map<String, Value> {
     let mut conf = plugin.raw.clone();
+    conf.remove("capabilities");
     for (k, v) in values {
         conf.insert(k.to_string(), v);
     }
@@ -120,7 +124,33 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["portMappings"]
         );
-        assert_eq!(v["capabilities"], json!({"portMappings": true}));
+        assert!(
+            v.get("capabilities").is_none(),
+            "the runtime removes it: {v}"
+        );
+    }
+
+    #[test]
+    fn capabilities_are_removed_for_every_verb() {
+        let p = plugin(json!({"type": "portmap", "snat": true,
+            "capabilities": {"portMappings": true, "bandwidth": false}}));
+        // ADD, CHECK and DEL, with and without a capability argument that matched.
+        for args in [caps(), Map::new()] {
+            let rt = RuntimeConf {
+                capability_args: args,
+                ..RuntimeConf::default()
+            };
+            let out = build_plugin_config("n", Version::V1_1_0, &p, None, &rt).unwrap();
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert!(v.get("capabilities").is_none(), "{v}");
+            assert_eq!((&v["type"], &v["snat"]), (&json!("portmap"), &json!(true)));
+        }
+        // GC and STATUS build theirs with `inject` directly.
+        let gc = inject(&p, vec![("cni.dev/valid-attachments", json!([]))]);
+        assert!(!gc.contains_key("capabilities"), "{gc:?}");
+        assert_eq!(gc["cni.dev/valid-attachments"], json!([]));
+        // The declaration itself is untouched: the runtime still reads it.
+        assert_eq!(p.capabilities().collect::<Vec<_>>(), ["portMappings"]);
     }
 
     #[test]
