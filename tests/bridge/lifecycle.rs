@@ -169,7 +169,9 @@ fn requested_addresses_ipam_routes_dns_and_dad() {
     let r1 = add(&host, &c, "ctr1", &c1);
     let in_result = r1["routes"].as_array().unwrap().iter();
     assert_eq!(
-        in_result.filter(|r| r["dst"] == "192.0.2.0/24").collect::<Vec<_>>(),
+        in_result
+            .filter(|r| r["dst"] == "192.0.2.0/24")
+            .collect::<Vec<_>>(),
         [&extra],
         "{r1}"
     );
