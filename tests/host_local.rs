@@ -1,4 +1,7 @@
 //! host-local as a real process, driven like a runtime drives it, inside a sandbox host.
+//!
+//! Test helpers may panic: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
 
@@ -49,6 +52,26 @@ fn leases(data: &TempDir) -> Vec<String> {
     v
 }
 
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// This process's umask, which the plugins it runs inherit (read, not set: tests run in
+/// parallel threads).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn add_check_del_cycle_with_reference_layout() {
     let host = Sandbox::new("hl-cycle");
@@ -65,12 +88,24 @@ fn add_check_del_cycle_with_reference_layout() {
     );
     let lease = data.path().join("hlnet/10.10.0.10");
     assert_eq!(std::fs::read_to_string(&lease).unwrap(), "ctr1\r\neth0");
-    use std::os::unix::fs::PermissionsExt;
+    // The reference's modes (less the umask, as there): files 0644, directories 0755; our
+    // lock and index follow them.
+    let (file, dir) = (0o644 & !umask(), 0o755 & !umask());
+    for (p, want) in [
+        ("hlnet/10.10.0.10", file),
+        ("hlnet/last_reserved_ip.0", file),
+        ("hlnet/lock", file),
+        ("hlnet/.attachments/ctr1@eth0", file),
+        ("hlnet/.attachments/.stamp", file),
+        ("hlnet", dir),
+        ("hlnet/.attachments", dir),
+    ] {
+        assert_eq!(mode(&data.path().join(p)), want, "{p}");
+    }
     assert_eq!(
-        std::fs::metadata(&lease).unwrap().permissions().mode() & 0o777,
-        0o600
+        std::fs::read_to_string(data.path().join("hlnet/last_reserved_ip.0")).unwrap(),
+        "10.10.0.10"
     );
-    assert!(data.path().join("hlnet/lock").exists());
 
     let mut check = c.clone();
     check["prevResult"] = r.clone();
