@@ -379,11 +379,21 @@ fn gc_and_status() {
         json!({"ranges": [[{"subnet": "10.40.0.0/24", "rangeStart": "10.40.0.9", "rangeEnd": "10.40.0.9"}]]}),
     );
     add(&host, &full, "f1").unwrap();
-    let e = Call::new("host-local", Command::Status, full)
+    // A full range set does not fail STATUS (runtimes would mark the node NotReady and evict
+    // the very pods holding the addresses); it is logged, and ADD says so with code 100.
+    let log = data.path().join("status.log");
+    Call::new("host-local", Command::Status, full.clone())
+        .env("CNI_LOG_FILE", log.to_str().unwrap())
         .run_in(&host)
-        .unwrap_err();
-    assert_eq!(e.code, 50);
-    assert!(e.msg.contains("10.40.0.0/24"), "{}", e.msg);
+        .unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("WARN")
+            && logged.contains("range set 0 of network hlnet has no free address")
+            && logged.contains("10.40.0.0/24"),
+        "{logged}"
+    );
+    assert_eq!(add(&host, &full, "f2").unwrap_err().code, 100);
     // A data dir under a regular file can never be created.
     let blocker = data.path().join("a-file");
     std::fs::write(&blocker, "").unwrap();
