@@ -283,6 +283,49 @@ fn ip_ranges_capability_legacy_subnet_exclude_and_resolv_conf() {
     assert_eq!(r["ips"][0]["address"], "10.31.0.2/24");
 }
 
+/// A range's gateway outside its subnet is accepted, as by the reference: it is returned as the
+/// result's gateway and never compared with the range's addresses (a warning names it).
+#[test]
+fn a_gateway_outside_the_subnet_is_accepted() {
+    let host = Sandbox::new("hl-gwout");
+    let data = TempDir::new("hl-gwout");
+    let log = data.path().join("log");
+    let c = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.36.0.0/30", "gateway": "192.0.2.1"}]]}),
+    );
+    let run = |id: &str| {
+        Call::new("host-local", Command::Add, c.clone())
+            .container(id, "eth0", Some(host.path()))
+            .env("CNI_LOG_FILE", log.to_str().unwrap())
+            .run_in(&host)
+            .map(|o| o.json())
+    };
+    // A /30 without a gateway inside: both host addresses, .1 first.
+    let r = run("gw1").unwrap();
+    assert_eq!(r["ips"][0]["address"], "10.36.0.1/30");
+    assert_eq!(r["ips"][0]["gateway"], "192.0.2.1");
+    assert_eq!(run("gw2").unwrap()["ips"][0]["address"], "10.36.0.2/30");
+    assert_eq!(run("gw3").unwrap_err().code, 100);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("ipam.ranges[0][0].gateway")
+            && logged.contains("192.0.2.1")
+            && logged.contains("10.36.0.0/30"),
+        "{logged}"
+    );
+    // A gateway of the other family is still refused, naming the key.
+    let mut c6 = c.clone();
+    c6["ipam"]["ranges"][0][0]["gateway"] = json!("fd00::1");
+    let e = add(&host, &c6, "gw4").unwrap_err();
+    assert_eq!(e.code, 7);
+    assert!(
+        e.msg.starts_with("ipam.ranges[0][0].gateway: fd00::1"),
+        "{}",
+        e.msg
+    );
+}
+
 /// Where a range starts and ends: legacy top-level keys, the gateway and the broadcast address
 /// never handed out, a full range is code 100, and overlapping range sets are refused.
 #[test]
