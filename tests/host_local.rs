@@ -278,9 +278,36 @@ fn ip_ranges_capability_legacy_subnet_exclude_and_resolv_conf() {
     assert_eq!(r["dns"]["search"][0], "svc.local");
     assert_eq!(r["dns"]["domain"], "corp.example");
     assert_eq!(r["dns"]["options"], json!(["ndots:3", "timeout:1"]));
+    // The capability's range sets go in front of the configured ones (the reference's order),
+    // so the attachment gets an address from each; the set indexes (and so the
+    // last_reserved_ip files) are counted in that order.
     c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.31.0.0/24"}]]});
     let r = add(&host, &c, "k2").unwrap();
-    assert_eq!(r["ips"][0]["address"], "10.31.0.2/24");
+    let got: Vec<&Value> = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["address"])
+        .collect();
+    assert_eq!(got, [&json!("10.31.0.2/24"), &json!("10.30.0.5/24")], "{r}");
+    assert_eq!(r["ips"][1]["gateway"], "10.30.0.254");
+    let last =
+        |n: u32| std::fs::read_to_string(data.path().join(format!("hlnet/last_reserved_ip.{n}")));
+    assert_eq!(last(0).unwrap(), "10.31.0.2");
+    assert_eq!(last(1).unwrap(), "10.30.0.5");
+    // An ipRanges set overlapping a configured one is refused naming both.
+    c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.30.0.128/25"}]]});
+    let e = add(&host, &c, "k3").unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(
+        e.msg.contains("runtimeConfig.ipRanges[0]") && e.msg.starts_with("ipam: overlaps"),
+        "{}",
+        e.msg
+    );
+    c.as_object_mut().unwrap().remove("runtimeConfig");
+    call(&host, Command::Del, &c, "k2").unwrap();
+    call(&host, Command::Del, &c, "k1").unwrap();
+    assert!(leases(&data).is_empty(), "{:?}", leases(&data));
 }
 
 /// A range's gateway outside its subnet is accepted, as by the reference: it is returned as the
