@@ -220,15 +220,10 @@ fn requested_addresses_by_every_channel() {
     assert_eq!(r["ips"][0]["address"], "10.10.0.77/24");
     let mut rc = c.clone();
     rc["runtimeConfig"] = json!({"ips": ["10.10.0.78/24"]});
-    rc["args"] = json!({"cni": {"ips": ["10.10.0.79"]}});
-    // runtimeConfig wins over args.cni and CNI_ARGS.
-    let r = Call::new("host-local", Command::Add, rc)
-        .container("a2", "eth0", Some(host.path()))
-        .args("IP=10.10.0.80")
-        .run_in(&host)
-        .unwrap()
-        .json();
-    assert_eq!(r["ips"][0]["address"], "10.10.0.78/24");
+    assert_eq!(
+        add(&host, &rc, "a2").unwrap()["ips"][0]["address"],
+        "10.10.0.78/24"
+    );
     let mut ac = c.clone();
     ac["args"] = json!({"cni": {"ips": ["10.10.0.79"]}});
     assert_eq!(
@@ -247,13 +242,96 @@ fn requested_addresses_by_every_channel() {
         "{}",
         e.msg
     );
-    // Unknown CNI_ARGS keys need IgnoreUnknown.
-    let e = Call::new("host-local", Command::Add, c.clone())
-        .container("a5", "eth0", Some(host.path()))
-        .args("FOO=1")
-        .run_in(&host)
-        .unwrap_err();
-    assert_eq!(e.code, 4);
+    // Unknown CNI_ARGS keys need IgnoreUnknown, also next to runtimeConfig.ips (CNI_ARGS is
+    // always read, as by the reference).
+    for conf in [&c, &rc] {
+        let e = Call::new("host-local", Command::Add, conf.clone())
+            .container("a5", "eth0", Some(host.path()))
+            .args("FOO=1")
+            .run_in(&host)
+            .unwrap_err();
+        assert_eq!(e.code, 4, "{}", e.msg);
+    }
+    assert_eq!(
+        leases(&data),
+        ["10.10.0.77", "10.10.0.78", "10.10.0.79"],
+        "the refused ADDs took nothing"
+    );
+}
+
+/// The reference takes the union of CNI_ARGS `IP`, `args.cni.ips` and `runtimeConfig.ips`:
+/// every address is honoured in its range set, an address given twice counts once, and an
+/// address no set can take fails the ADD with nothing leased.
+#[test]
+fn requested_addresses_are_the_union_of_every_source() {
+    let host = Sandbox::new("hl-union");
+    let data = TempDir::new("hl-union");
+    let c = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.12.0.0/24"}], [{"subnet": "fd12::/64"}],
+                          [{"subnet": "10.13.0.0/24"}]]}),
+    );
+    let add_with = |id: &str, args: &str, cni: Value, rt: Value| {
+        let mut conf = c.clone();
+        conf["args"] = json!({"cni": {"ips": cni}});
+        conf["runtimeConfig"] = json!({"ips": rt});
+        Call::new("host-local", Command::Add, conf)
+            .container(id, "eth0", Some(host.path()))
+            .args(args)
+            .run_in(&host)
+            .map(|o| o.json())
+    };
+    let addresses = |r: &Value| -> Vec<String> {
+        r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // One source per range set: all three honoured.
+    let r = add_with(
+        "u1",
+        "IP=10.12.0.50",
+        json!(["fd12::50"]),
+        json!(["10.13.0.50/24"]),
+    )
+    .unwrap();
+    assert_eq!(
+        addresses(&r),
+        ["10.12.0.50/24", "fd12::50/64", "10.13.0.50/24"]
+    );
+    // The same address from every source counts once; the other sets allocate.
+    let r = add_with(
+        "u2",
+        "IgnoreUnknown=1;IP=fd12::51",
+        json!(["fd12::51"]),
+        json!(["fd12::51/64"]),
+    )
+    .unwrap();
+    assert_eq!(
+        addresses(&r),
+        ["10.12.0.51/24", "fd12::51/64", "10.13.0.51/24"]
+    );
+    let before = leases(&data);
+    // Two different addresses for one range set: one would go unused, which the reference
+    // refuses too; nothing is leased.
+    let e = add_with("u3", "IP=10.12.0.60", json!([]), json!(["10.12.0.61"])).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(e.msg.contains("10.12.0.61"), "{}", e.msg);
+    // An address in no range set: refused naming it, nothing leased.
+    let e = add_with("u4", "", json!(["10.99.0.1"]), json!(["fd12::70"])).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(e.msg.contains("10.99.0.1"), "{}", e.msg);
+    // One of the union is taken: code 101 naming its holder, and the others are not kept.
+    let e = add_with("u5", "IP=10.12.0.70", json!(["fd12::50"]), json!([])).unwrap_err();
+    assert_eq!(e.code, 101, "{}", e.msg);
+    assert!(
+        e.msg.contains("fd12::50") && e.msg.contains("u1"),
+        "{}",
+        e.msg
+    );
+    assert_eq!(leases(&data), before, "the refused ADDs took nothing");
 }
 
 #[test]

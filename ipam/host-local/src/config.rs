@@ -231,29 +231,18 @@ pub fn parse_ip_or_cidr(s: &str) -> std::result::Result<IpNetwork, String> {
     }
 }
 
-/// The addresses the runtime asked for: capability `ips` (runtimeConfig), else `args.cni.ips`,
-/// else CNI_ARGS `IP=` (a comma list). Each may carry a prefix, which is ignored.
+/// The addresses the runtime asked for, as the reference gathers them (LoadIPAMConfig): every
+/// address of CNI_ARGS `IP=`, then of `args.cni.ips`, then of the capability `ips`
+/// (`runtimeConfig.ips`), in that order, each address once. Each may carry a prefix, which is
+/// ignored. CNI_ARGS is always read, so a key it does not know needs `IgnoreUnknown` (code 4),
+/// as in the reference; unlike the reference's, its `IP` may list several addresses (`a,b`).
 pub fn requested_ips(req: &Request) -> Result<Vec<IpAddr>> {
-    let parse_list = |list: Vec<String>, key: &str| -> Result<Vec<IpAddr>> {
-        list.iter()
-            .enumerate()
-            .map(|(i, s)| {
-                parse_ip_or_cidr(s.trim())
-                    .map(|n| n.ip())
-                    .map_err(|m| CniError::invalid_config(format!("{key}[{i}]: {m}")))
-            })
-            .collect()
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut push = |ip: IpAddr| {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
     };
-    if let Some(list) = req.conf.runtime_config_field::<Vec<String>>("ips")? {
-        if !list.is_empty() {
-            return parse_list(list, "runtimeConfig.ips");
-        }
-    }
-    if let Some(list) = req.conf.args_cni_field::<Vec<String>>("ips")? {
-        if !list.is_empty() {
-            return parse_list(list, "args.cni.ips");
-        }
-    }
     let args = req.cni_args()?;
     args.check_known(&[
         "IP",
@@ -262,17 +251,31 @@ pub fn requested_ips(req: &Request) -> Result<Vec<IpAddr>> {
         "K8S_POD_INFRA_CONTAINER_ID",
         "K8S_POD_UID",
     ])?;
-    match args.get("IP").filter(|v| !v.is_empty()) {
-        None => Ok(Vec::new()),
-        Some(v) => v
-            .split(',')
-            .map(|s| {
-                parse_ip_or_cidr(s.trim())
-                    .map(|n| n.ip())
-                    .map_err(|m| CniError::invalid_env(format!("CNI_ARGS IP: {m}")))
-            })
-            .collect(),
+    if let Some(v) = args.get("IP").filter(|v| !v.is_empty()) {
+        for s in v.split(',') {
+            let ip = parse_ip_or_cidr(s.trim())
+                .map_err(|m| CniError::invalid_env(format!("CNI_ARGS IP: {m}")))?;
+            push(ip.ip());
+        }
     }
+    let lists = [
+        (
+            "args.cni.ips",
+            req.conf.args_cni_field::<Vec<String>>("ips")?,
+        ),
+        (
+            "runtimeConfig.ips",
+            req.conf.runtime_config_field::<Vec<String>>("ips")?,
+        ),
+    ];
+    for (key, list) in lists {
+        for (i, s) in list.unwrap_or_default().iter().enumerate() {
+            let ip = parse_ip_or_cidr(s.trim())
+                .map_err(|m| CniError::invalid_config(format!("{key}[{i}]: {m}")))?;
+            push(ip.ip());
+        }
+    }
+    Ok(out)
 }
 
 /// serde for an optional CIDR string.
@@ -331,6 +334,10 @@ mod tests {
             .iter()
             .map(|s| s.ranges[0].subnet.to_string())
             .collect()
+    }
+
+    fn ips(v: &[&str]) -> Vec<IpAddr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
     }
 
     #[test]
@@ -398,5 +405,39 @@ mod tests {
         );
         let e = IpamConfig::from_request(&req(c, "")).unwrap_err();
         assert!(e.msg.starts_with("ipam.rangeEnd: 10.6.0.1"), "{}", e.msg);
+    }
+
+    #[test]
+    fn requested_addresses_are_the_union_of_every_source_in_the_reference_order() {
+        let ipam = json!({"ranges": [[{"subnet": "10.2.0.0/24"}]]});
+        let all = conf(
+            ipam.clone(),
+            json!({"args": {"cni": {"ips": ["10.2.0.8", "fd00::8/64"]}},
+                   "runtimeConfig": {"ips": ["10.2.0.9/24", "10.2.0.7"]}}),
+        );
+        // CNI_ARGS first, then args.cni.ips, then runtimeConfig.ips; 10.2.0.7 only once.
+        assert_eq!(
+            requested_ips(&req(all.clone(), "IgnoreUnknown=1;IP=10.2.0.7,10.2.0.6")).unwrap(),
+            ips(&["10.2.0.7", "10.2.0.6", "10.2.0.8", "fd00::8", "10.2.0.9"])
+        );
+        assert_eq!(
+            requested_ips(&req(all.clone(), "")).unwrap(),
+            ips(&["10.2.0.8", "fd00::8", "10.2.0.9", "10.2.0.7"])
+        );
+        assert_eq!(
+            requested_ips(&req(conf(ipam.clone(), json!({})), "")).unwrap(),
+            ips(&[])
+        );
+        // CNI_ARGS is read whatever else is given: unknown keys need IgnoreUnknown, and a bad
+        // IP is code 4; a bad entry of a list is code 7 naming it.
+        assert_eq!(
+            requested_ips(&req(all.clone(), "FOO=1")).unwrap_err().code,
+            4
+        );
+        assert_eq!(requested_ips(&req(all, "IP=nope")).unwrap_err().code, 4);
+        let bad = conf(ipam, json!({"runtimeConfig": {"ips": ["10.2.0.9", "x"]}}));
+        let e = requested_ips(&req(bad, "")).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.starts_with("runtimeConfig.ips[1]"), "{}", e.msg);
     }
 }
