@@ -1,4 +1,7 @@
 //! host-local as a real process, driven like a runtime drives it, inside a sandbox host.
+//!
+//! Test helpers may panic: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
 
@@ -49,6 +52,26 @@ fn leases(data: &TempDir) -> Vec<String> {
     v
 }
 
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// This process's umask, which the plugins it runs inherit (read, not set: tests run in
+/// parallel threads).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn add_check_del_cycle_with_reference_layout() {
     let host = Sandbox::new("hl-cycle");
@@ -65,12 +88,24 @@ fn add_check_del_cycle_with_reference_layout() {
     );
     let lease = data.path().join("hlnet/10.10.0.10");
     assert_eq!(std::fs::read_to_string(&lease).unwrap(), "ctr1\r\neth0");
-    use std::os::unix::fs::PermissionsExt;
+    // The reference's modes (less the umask, as there): files 0644, directories 0755; our
+    // lock and index follow them.
+    let (file, dir) = (0o644 & !umask(), 0o755 & !umask());
+    for (p, want) in [
+        ("hlnet/10.10.0.10", file),
+        ("hlnet/last_reserved_ip.0", file),
+        ("hlnet/lock", file),
+        ("hlnet/.attachments/ctr1@eth0", file),
+        ("hlnet/.attachments/.stamp", file),
+        ("hlnet", dir),
+        ("hlnet/.attachments", dir),
+    ] {
+        assert_eq!(mode(&data.path().join(p)), want, "{p}");
+    }
     assert_eq!(
-        std::fs::metadata(&lease).unwrap().permissions().mode() & 0o777,
-        0o600
+        std::fs::read_to_string(data.path().join("hlnet/last_reserved_ip.0")).unwrap(),
+        "10.10.0.10"
     );
-    assert!(data.path().join("hlnet/lock").exists());
 
     let mut check = c.clone();
     check["prevResult"] = r.clone();
@@ -185,15 +220,10 @@ fn requested_addresses_by_every_channel() {
     assert_eq!(r["ips"][0]["address"], "10.10.0.77/24");
     let mut rc = c.clone();
     rc["runtimeConfig"] = json!({"ips": ["10.10.0.78/24"]});
-    rc["args"] = json!({"cni": {"ips": ["10.10.0.79"]}});
-    // runtimeConfig wins over args.cni and CNI_ARGS.
-    let r = Call::new("host-local", Command::Add, rc)
-        .container("a2", "eth0", Some(host.path()))
-        .args("IP=10.10.0.80")
-        .run_in(&host)
-        .unwrap()
-        .json();
-    assert_eq!(r["ips"][0]["address"], "10.10.0.78/24");
+    assert_eq!(
+        add(&host, &rc, "a2").unwrap()["ips"][0]["address"],
+        "10.10.0.78/24"
+    );
     let mut ac = c.clone();
     ac["args"] = json!({"cni": {"ips": ["10.10.0.79"]}});
     assert_eq!(
@@ -212,13 +242,96 @@ fn requested_addresses_by_every_channel() {
         "{}",
         e.msg
     );
-    // Unknown CNI_ARGS keys need IgnoreUnknown.
-    let e = Call::new("host-local", Command::Add, c.clone())
-        .container("a5", "eth0", Some(host.path()))
-        .args("FOO=1")
-        .run_in(&host)
-        .unwrap_err();
-    assert_eq!(e.code, 4);
+    // Unknown CNI_ARGS keys need IgnoreUnknown, also next to runtimeConfig.ips (CNI_ARGS is
+    // always read, as by the reference).
+    for conf in [&c, &rc] {
+        let e = Call::new("host-local", Command::Add, conf.clone())
+            .container("a5", "eth0", Some(host.path()))
+            .args("FOO=1")
+            .run_in(&host)
+            .unwrap_err();
+        assert_eq!(e.code, 4, "{}", e.msg);
+    }
+    assert_eq!(
+        leases(&data),
+        ["10.10.0.77", "10.10.0.78", "10.10.0.79"],
+        "the refused ADDs took nothing"
+    );
+}
+
+/// The reference takes the union of CNI_ARGS `IP`, `args.cni.ips` and `runtimeConfig.ips`:
+/// every address is honoured in its range set, an address given twice counts once, and an
+/// address no set can take fails the ADD with nothing leased.
+#[test]
+fn requested_addresses_are_the_union_of_every_source() {
+    let host = Sandbox::new("hl-union");
+    let data = TempDir::new("hl-union");
+    let c = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.12.0.0/24"}], [{"subnet": "fd12::/64"}],
+                          [{"subnet": "10.13.0.0/24"}]]}),
+    );
+    let add_with = |id: &str, args: &str, cni: Value, rt: Value| {
+        let mut conf = c.clone();
+        conf["args"] = json!({"cni": {"ips": cni}});
+        conf["runtimeConfig"] = json!({"ips": rt});
+        Call::new("host-local", Command::Add, conf)
+            .container(id, "eth0", Some(host.path()))
+            .args(args)
+            .run_in(&host)
+            .map(|o| o.json())
+    };
+    let addresses = |r: &Value| -> Vec<String> {
+        r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // One source per range set: all three honoured.
+    let r = add_with(
+        "u1",
+        "IP=10.12.0.50",
+        json!(["fd12::50"]),
+        json!(["10.13.0.50/24"]),
+    )
+    .unwrap();
+    assert_eq!(
+        addresses(&r),
+        ["10.12.0.50/24", "fd12::50/64", "10.13.0.50/24"]
+    );
+    // The same address from every source counts once; the other sets allocate.
+    let r = add_with(
+        "u2",
+        "IgnoreUnknown=1;IP=fd12::51",
+        json!(["fd12::51"]),
+        json!(["fd12::51/64"]),
+    )
+    .unwrap();
+    assert_eq!(
+        addresses(&r),
+        ["10.12.0.51/24", "fd12::51/64", "10.13.0.51/24"]
+    );
+    let before = leases(&data);
+    // Two different addresses for one range set: one would go unused, which the reference
+    // refuses too; nothing is leased.
+    let e = add_with("u3", "IP=10.12.0.60", json!([]), json!(["10.12.0.61"])).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(e.msg.contains("10.12.0.61"), "{}", e.msg);
+    // An address in no range set: refused naming it, nothing leased.
+    let e = add_with("u4", "", json!(["10.99.0.1"]), json!(["fd12::70"])).unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(e.msg.contains("10.99.0.1"), "{}", e.msg);
+    // One of the union is taken: code 101 naming its holder, and the others are not kept.
+    let e = add_with("u5", "IP=10.12.0.70", json!(["fd12::50"]), json!([])).unwrap_err();
+    assert_eq!(e.code, 101, "{}", e.msg);
+    assert!(
+        e.msg.contains("fd12::50") && e.msg.contains("u1"),
+        "{}",
+        e.msg
+    );
+    assert_eq!(leases(&data), before, "the refused ADDs took nothing");
 }
 
 #[test]
@@ -243,9 +356,79 @@ fn ip_ranges_capability_legacy_subnet_exclude_and_resolv_conf() {
     assert_eq!(r["dns"]["search"][0], "svc.local");
     assert_eq!(r["dns"]["domain"], "corp.example");
     assert_eq!(r["dns"]["options"], json!(["ndots:3", "timeout:1"]));
+    // The capability's range sets go in front of the configured ones (the reference's order),
+    // so the attachment gets an address from each; the set indexes (and so the
+    // last_reserved_ip files) are counted in that order.
     c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.31.0.0/24"}]]});
     let r = add(&host, &c, "k2").unwrap();
-    assert_eq!(r["ips"][0]["address"], "10.31.0.2/24");
+    let got: Vec<&Value> = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["address"])
+        .collect();
+    assert_eq!(got, [&json!("10.31.0.2/24"), &json!("10.30.0.5/24")], "{r}");
+    assert_eq!(r["ips"][1]["gateway"], "10.30.0.254");
+    let last =
+        |n: u32| std::fs::read_to_string(data.path().join(format!("hlnet/last_reserved_ip.{n}")));
+    assert_eq!(last(0).unwrap(), "10.31.0.2");
+    assert_eq!(last(1).unwrap(), "10.30.0.5");
+    // An ipRanges set overlapping a configured one is refused naming both.
+    c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.30.0.128/25"}]]});
+    let e = add(&host, &c, "k3").unwrap_err();
+    assert_eq!(e.code, 7, "{}", e.msg);
+    assert!(
+        e.msg.contains("runtimeConfig.ipRanges[0]") && e.msg.starts_with("ipam: overlaps"),
+        "{}",
+        e.msg
+    );
+    c.as_object_mut().unwrap().remove("runtimeConfig");
+    call(&host, Command::Del, &c, "k2").unwrap();
+    call(&host, Command::Del, &c, "k1").unwrap();
+    assert!(leases(&data).is_empty(), "{:?}", leases(&data));
+}
+
+/// A range's gateway outside its subnet is accepted, as by the reference: it is returned as the
+/// result's gateway and never compared with the range's addresses (a warning names it).
+#[test]
+fn a_gateway_outside_the_subnet_is_accepted() {
+    let host = Sandbox::new("hl-gwout");
+    let data = TempDir::new("hl-gwout");
+    let log = data.path().join("log");
+    let c = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.36.0.0/30", "gateway": "192.0.2.1"}]]}),
+    );
+    let run = |id: &str| {
+        Call::new("host-local", Command::Add, c.clone())
+            .container(id, "eth0", Some(host.path()))
+            .env("CNI_LOG_FILE", log.to_str().unwrap())
+            .run_in(&host)
+            .map(|o| o.json())
+    };
+    // A /30 without a gateway inside: both host addresses, .1 first.
+    let r = run("gw1").unwrap();
+    assert_eq!(r["ips"][0]["address"], "10.36.0.1/30");
+    assert_eq!(r["ips"][0]["gateway"], "192.0.2.1");
+    assert_eq!(run("gw2").unwrap()["ips"][0]["address"], "10.36.0.2/30");
+    assert_eq!(run("gw3").unwrap_err().code, 100);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("ipam.ranges[0][0].gateway")
+            && logged.contains("192.0.2.1")
+            && logged.contains("10.36.0.0/30"),
+        "{logged}"
+    );
+    // A gateway of the other family is still refused, naming the key.
+    let mut c6 = c.clone();
+    c6["ipam"]["ranges"][0][0]["gateway"] = json!("fd00::1");
+    let e = add(&host, &c6, "gw4").unwrap_err();
+    assert_eq!(e.code, 7);
+    assert!(
+        e.msg.starts_with("ipam.ranges[0][0].gateway: fd00::1"),
+        "{}",
+        e.msg
+    );
 }
 
 /// Where a range starts and ends: legacy top-level keys, the gateway and the broadcast address
@@ -344,11 +527,21 @@ fn gc_and_status() {
         json!({"ranges": [[{"subnet": "10.40.0.0/24", "rangeStart": "10.40.0.9", "rangeEnd": "10.40.0.9"}]]}),
     );
     add(&host, &full, "f1").unwrap();
-    let e = Call::new("host-local", Command::Status, full)
+    // A full range set does not fail STATUS (runtimes would mark the node NotReady and evict
+    // the very pods holding the addresses); it is logged, and ADD says so with code 100.
+    let log = data.path().join("status.log");
+    Call::new("host-local", Command::Status, full.clone())
+        .env("CNI_LOG_FILE", log.to_str().unwrap())
         .run_in(&host)
-        .unwrap_err();
-    assert_eq!(e.code, 50);
-    assert!(e.msg.contains("10.40.0.0/24"), "{}", e.msg);
+        .unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("WARN")
+            && logged.contains("range set 0 of network hlnet has no free address")
+            && logged.contains("10.40.0.0/24"),
+        "{logged}"
+    );
+    assert_eq!(add(&host, &full, "f2").unwrap_err().code, 100);
     // A data dir under a regular file can never be created.
     let blocker = data.path().join("a-file");
     std::fs::write(&blocker, "").unwrap();

@@ -23,12 +23,17 @@ pub struct FileLock {
 impl FileLock {
     /// Lock `path` (created 0600 if missing), waiting at most `timeout`.
     pub fn exclusive(path: &Path, timeout: Duration) -> Result<FileLock> {
+        Self::exclusive_with_mode(path, timeout, 0o600)
+    }
+
+    /// [`FileLock::exclusive`], a missing `path` created with `mode` (less the umask).
+    pub fn exclusive_with_mode(path: &Path, timeout: Duration, mode: u32) -> Result<FileLock> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
-            .mode(0o600)
+            .mode(mode)
             .open(path)
             .map_err(|e| CniError::io(format!("opening lock file {}: {e}", path.display())))?;
         let start = Instant::now();

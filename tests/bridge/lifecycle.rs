@@ -223,7 +223,7 @@ fn requested_addresses_ipam_routes_dns_and_dad() {
     check["prevResult"] = r1.clone();
     call(&host, Command::Check, &check, "ctr1", Some(&c1)).unwrap();
 
-    // args.cni.ips, then CNI_ARGS IP= when neither of the others is given.
+    // args.cni.ips alone, then CNI_ARGS IP= alone (host-local takes the union of all three).
     let mut by_args = c.clone();
     by_args.as_object_mut().unwrap().remove("runtimeConfig");
     by_args["args"] = json!({"cni": {"ips": ["10.44.0.78"]}});

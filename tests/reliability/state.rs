@@ -1,6 +1,6 @@
-//! State safety: lease and cache files private whatever the umask and never seen torn, a lock
-//! whose holder was killed never blocks the next call, and torn or garbage lease files are
-//! reported and skipped instead of failing every later ADD.
+//! State safety: lease and cache files keep their modes whatever the umask and are never seen
+//! torn, a lock whose holder was killed never blocks the next call, and torn or garbage lease
+//! files are reported and skipped instead of failing every later ADD.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -61,7 +61,7 @@ fn cnitool(host: &Sandbox, root: &Path, verb: &str, id: &str, netns: Option<&Pat
 }
 
 #[test]
-fn state_files_are_private_whatever_the_umask_and_never_seen_torn() {
+fn state_files_keep_their_modes_whatever_the_umask_and_are_never_seen_torn() {
     let host = Sandbox::new("st-h");
     let root = TempDir::new("st");
     std::fs::create_dir(root.path().join("conf")).unwrap();
@@ -120,12 +120,17 @@ fn state_files_are_private_whatever_the_umask_and_never_seen_torn() {
         stop.store(true, Ordering::Relaxed);
         reader.join().unwrap();
 
-        // Created under umask 000, still: directories 0700, files 0600, like libcni's cache.
+        // Created under umask 000, still: the cache's directories 0700 and files 0600, like
+        // libcni's; host-local's directories 0755 and files 0644, like the reference's (which
+        // gives them those modes less the umask, so the same under umask 000 and 022).
         let mut seen = BTreeSet::new();
         for (p, m) in &all {
             let is_dir = root.path().join(p).is_dir();
+            let ipam = p == "data" || p.starts_with("data/");
             let want = match p.as_str() {
                 "conf" | "conf/10-st.conflist" => continue,
+                _ if ipam && is_dir => 0o755,
+                _ if ipam => 0o644,
                 _ if is_dir => 0o700,
                 _ => 0o600,
             };

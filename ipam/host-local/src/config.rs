@@ -110,36 +110,45 @@ impl IpamConfig {
             .get("ipam")
             .ok_or_else(|| CniError::invalid_config("ipam: missing section"))?;
         let json: IpamJson = decode_value(section, "ipam")?;
-        // Capability `ipRanges` replaces the configured ranges.
+        // The reference's order (LoadIPAMConfig): the legacy single range goes in front of
+        // `ranges`, and the capability `ipRanges` in front of both. Each set is named by the
+        // key it came from, so an error points at what the user or the runtime wrote.
         let capability: Option<Vec<Vec<RangeJson>>> = req.conf.runtime_config_field("ipRanges")?;
-        let (sets_json, key) = match capability.filter(|c| !c.is_empty()) {
-            Some(c) => (c, "runtimeConfig.ipRanges"),
-            None => {
-                let mut sets = Vec::new();
-                if json.legacy.subnet.is_some() {
-                    sets.push(vec![json.legacy.clone()]);
-                }
-                sets.extend(json.ranges.iter().cloned());
-                (sets, "ipam.ranges")
-            }
-        };
+        let mut sets_json: Vec<(String, Vec<RangeJson>)> = Vec::new();
+        for (i, set) in capability.unwrap_or_default().into_iter().enumerate() {
+            sets_json.push((format!("runtimeConfig.ipRanges[{i}]"), set));
+        }
+        if json.legacy.subnet.is_some() {
+            sets_json.push(("ipam".to_string(), vec![json.legacy.clone()]));
+        }
+        for (i, set) in json.ranges.iter().enumerate() {
+            sets_json.push((format!("ipam.ranges[{i}]"), set.clone()));
+        }
         if sets_json.is_empty() {
             return Err(CniError::invalid_config(
                 "ipam.ranges: no IP ranges specified (give `ranges` or `subnet`)",
             ));
         }
         let mut range_sets: Vec<RangeSet> = Vec::new();
-        for (i, set) in sets_json.iter().enumerate() {
-            let at = format!("{key}[{i}]");
+        for (at, set) in &sets_json {
+            // The legacy range's keys sit in `ipam` itself (`ipam.subnet`).
+            let range_at = |j: usize| {
+                if at == "ipam" {
+                    at.clone()
+                } else {
+                    format!("{at}[{j}]")
+                }
+            };
             let ranges = set
                 .iter()
                 .enumerate()
-                .map(|(j, r)| Range::canonical(&r.into(), &format!("{at}[{j}]")))
+                .map(|(j, r)| Range::canonical(&r.into(), &range_at(j)))
                 .collect::<Result<Vec<_>>>()?;
-            let rs = RangeSet::new(ranges, &at)?;
+            let rs = RangeSet::new(ranges, at)?;
             if let Some(k) = range_sets.iter().position(|o| o.overlaps(&rs)) {
                 return Err(CniError::invalid_config(format!(
-                    "{at}: overlaps range set {k} ({})",
+                    "{at}: overlaps range set {k}, {} ({})",
+                    sets_json[k].0,
                     range_sets[k].describe()
                 )));
             }
@@ -222,29 +231,18 @@ pub fn parse_ip_or_cidr(s: &str) -> std::result::Result<IpNetwork, String> {
     }
 }
 
-/// The addresses the runtime asked for: capability `ips` (runtimeConfig), else `args.cni.ips`,
-/// else CNI_ARGS `IP=` (a comma list). Each may carry a prefix, which is ignored.
+/// The addresses the runtime asked for, as the reference gathers them (LoadIPAMConfig): every
+/// address of CNI_ARGS `IP=`, then of `args.cni.ips`, then of the capability `ips`
+/// (`runtimeConfig.ips`), in that order, each address once. Each may carry a prefix, which is
+/// ignored. CNI_ARGS is always read, so a key it does not know needs `IgnoreUnknown` (code 4),
+/// as in the reference; unlike the reference's, its `IP` may list several addresses (`a,b`).
 pub fn requested_ips(req: &Request) -> Result<Vec<IpAddr>> {
-    let parse_list = |list: Vec<String>, key: &str| -> Result<Vec<IpAddr>> {
-        list.iter()
-            .enumerate()
-            .map(|(i, s)| {
-                parse_ip_or_cidr(s.trim())
-                    .map(|n| n.ip())
-                    .map_err(|m| CniError::invalid_config(format!("{key}[{i}]: {m}")))
-            })
-            .collect()
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut push = |ip: IpAddr| {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
     };
-    if let Some(list) = req.conf.runtime_config_field::<Vec<String>>("ips")? {
-        if !list.is_empty() {
-            return parse_list(list, "runtimeConfig.ips");
-        }
-    }
-    if let Some(list) = req.conf.args_cni_field::<Vec<String>>("ips")? {
-        if !list.is_empty() {
-            return parse_list(list, "args.cni.ips");
-        }
-    }
     let args = req.cni_args()?;
     args.check_known(&[
         "IP",
@@ -253,17 +251,31 @@ pub fn requested_ips(req: &Request) -> Result<Vec<IpAddr>> {
         "K8S_POD_INFRA_CONTAINER_ID",
         "K8S_POD_UID",
     ])?;
-    match args.get("IP").filter(|v| !v.is_empty()) {
-        None => Ok(Vec::new()),
-        Some(v) => v
-            .split(',')
-            .map(|s| {
-                parse_ip_or_cidr(s.trim())
-                    .map(|n| n.ip())
-                    .map_err(|m| CniError::invalid_env(format!("CNI_ARGS IP: {m}")))
-            })
-            .collect(),
+    if let Some(v) = args.get("IP").filter(|v| !v.is_empty()) {
+        for s in v.split(',') {
+            let ip = parse_ip_or_cidr(s.trim())
+                .map_err(|m| CniError::invalid_env(format!("CNI_ARGS IP: {m}")))?;
+            push(ip.ip());
+        }
     }
+    let lists = [
+        (
+            "args.cni.ips",
+            req.conf.args_cni_field::<Vec<String>>("ips")?,
+        ),
+        (
+            "runtimeConfig.ips",
+            req.conf.runtime_config_field::<Vec<String>>("ips")?,
+        ),
+    ];
+    for (key, list) in lists {
+        for (i, s) in list.unwrap_or_default().iter().enumerate() {
+            let ip = parse_ip_or_cidr(s.trim())
+                .map_err(|m| CniError::invalid_config(format!("{key}[{i}]: {m}")))?;
+            push(ip.ip());
+        }
+    }
+    Ok(out)
 }
 
 /// serde for an optional CIDR string.
@@ -284,5 +296,148 @@ mod opt_cidr {
                 "expected a CIDR string, got {other}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_shared::skel::{parse_request, Command};
+    use serde_json::json;
+
+    fn req(conf: Value, args: &str) -> Request {
+        let env = |k: &str| -> Option<String> {
+            match k {
+                "CNI_CONTAINERID" => Some("c1".into()),
+                "CNI_IFNAME" => Some("eth0".into()),
+                "CNI_NETNS" => Some("/run/netns/x".into()),
+                "CNI_PATH" => Some("/opt/cni/bin".into()),
+                "CNI_ARGS" => Some(args.into()),
+                _ => None,
+            }
+        };
+        let bytes = serde_json::to_vec(&conf).unwrap();
+        parse_request(Command::Add, &env, &mut bytes.as_slice()).unwrap()
+    }
+
+    fn conf(ipam: Value, top: Value) -> Value {
+        let mut c = json!({"cniVersion": "1.1.0", "name": "n", "type": "bridge", "ipam": ipam});
+        for (k, v) in top.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c["ipam"]["type"] = json!("host-local");
+        c
+    }
+
+    fn subnets(cfg: &IpamConfig) -> Vec<String> {
+        cfg.range_sets
+            .iter()
+            .map(|s| s.ranges[0].subnet.to_string())
+            .collect()
+    }
+
+    fn ips(v: &[&str]) -> Vec<IpAddr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn ip_ranges_go_in_front_of_the_legacy_range_and_ranges() {
+        // The reference: legacy in front of `ranges`, then `ipRanges` in front of both.
+        let c = conf(
+            json!({"subnet": "10.1.0.0/24", "ranges": [[{"subnet": "10.2.0.0/24"}]]}),
+            json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.3.0.0/24"}],
+                                                  [{"subnet": "fd03::/64"}]]}}),
+        );
+        let cfg = IpamConfig::from_request(&req(c, "")).unwrap();
+        assert_eq!(
+            subnets(&cfg),
+            ["10.3.0.0/24", "fd03::/64", "10.1.0.0/24", "10.2.0.0/24"]
+        );
+        // An empty capability changes nothing.
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.2.0.0/24"}]]}),
+            json!({"runtimeConfig": {"ipRanges": []}}),
+        );
+        assert_eq!(
+            subnets(&IpamConfig::from_request(&req(c, "")).unwrap()),
+            ["10.2.0.0/24"]
+        );
+        // The capability alone is enough.
+        let c = conf(
+            json!({}),
+            json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.3.0.0/24"}]]}}),
+        );
+        assert_eq!(
+            subnets(&IpamConfig::from_request(&req(c, "")).unwrap()),
+            ["10.3.0.0/24"]
+        );
+    }
+
+    #[test]
+    fn range_errors_name_where_the_set_came_from() {
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.2.0.0/24"}]]}),
+            json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.2.0.128/25"}]]}}),
+        );
+        let e = IpamConfig::from_request(&req(c, "")).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg
+                .starts_with("ipam.ranges[0]: overlaps range set 0, runtimeConfig.ipRanges[0]"),
+            "{}",
+            e.msg
+        );
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.2.0.0/24"}]]}),
+            json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.3.0.0/24",
+                                                    "rangeStart": "10.4.0.1"}]]}}),
+        );
+        let e = IpamConfig::from_request(&req(c, "")).unwrap_err();
+        assert!(
+            e.msg
+                .starts_with("runtimeConfig.ipRanges[0][0].rangeStart: 10.4.0.1"),
+            "{}",
+            e.msg
+        );
+        let c = conf(
+            json!({"subnet": "10.5.0.0/24", "rangeEnd": "10.6.0.1"}),
+            json!({}),
+        );
+        let e = IpamConfig::from_request(&req(c, "")).unwrap_err();
+        assert!(e.msg.starts_with("ipam.rangeEnd: 10.6.0.1"), "{}", e.msg);
+    }
+
+    #[test]
+    fn requested_addresses_are_the_union_of_every_source_in_the_reference_order() {
+        let ipam = json!({"ranges": [[{"subnet": "10.2.0.0/24"}]]});
+        let all = conf(
+            ipam.clone(),
+            json!({"args": {"cni": {"ips": ["10.2.0.8", "fd00::8/64"]}},
+                   "runtimeConfig": {"ips": ["10.2.0.9/24", "10.2.0.7"]}}),
+        );
+        // CNI_ARGS first, then args.cni.ips, then runtimeConfig.ips; 10.2.0.7 only once.
+        assert_eq!(
+            requested_ips(&req(all.clone(), "IgnoreUnknown=1;IP=10.2.0.7,10.2.0.6")).unwrap(),
+            ips(&["10.2.0.7", "10.2.0.6", "10.2.0.8", "fd00::8", "10.2.0.9"])
+        );
+        assert_eq!(
+            requested_ips(&req(all.clone(), "")).unwrap(),
+            ips(&["10.2.0.8", "fd00::8", "10.2.0.9", "10.2.0.7"])
+        );
+        assert_eq!(
+            requested_ips(&req(conf(ipam.clone(), json!({})), "")).unwrap(),
+            ips(&[])
+        );
+        // CNI_ARGS is read whatever else is given: unknown keys need IgnoreUnknown, and a bad
+        // IP is code 4; a bad entry of a list is code 7 naming it.
+        assert_eq!(
+            requested_ips(&req(all.clone(), "FOO=1")).unwrap_err().code,
+            4
+        );
+        assert_eq!(requested_ips(&req(all, "IP=nope")).unwrap_err().code, 4);
+        let bad = conf(ipam, json!({"runtimeConfig": {"ips": ["10.2.0.9", "x"]}}));
+        let e = requested_ips(&req(bad, "")).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.starts_with("runtimeConfig.ips[1]"), "{}", e.msg);
     }
 }

@@ -70,18 +70,29 @@ impl Range {
         } else {
             from_u128(last, subnet.ip())
         });
-        let gateway = Some(spec.gateway.unwrap_or(from_u128(net + 1, subnet.ip())));
-        for (key, ip) in [
-            ("rangeStart", Some(start)),
-            ("rangeEnd", Some(end)),
-            ("gateway", gateway),
-        ] {
-            if let Some(ip) = ip {
-                if !in_subnet(ip) {
-                    return bad(format!("{key}: {ip} is outside subnet {subnet}"));
-                }
+        let gateway = spec.gateway.unwrap_or(from_u128(net + 1, subnet.ip()));
+        for (key, ip) in [("rangeStart", start), ("rangeEnd", end)] {
+            if !in_subnet(ip) {
+                return bad(format!("{key}: {ip} is outside subnet {subnet}"));
             }
         }
+        // The reference (Canonicalize) takes a gateway outside the subnet as it is: it is
+        // returned in the result, and never handed out only because no candidate equals it.
+        // One of the other family cannot be a next hop for this subnet at all: refused.
+        if gateway.is_ipv4() != subnet.is_ipv4() {
+            return bad(format!(
+                "gateway: {gateway} is not of the family of subnet {subnet}"
+            ));
+        }
+        if !in_subnet(gateway) {
+            tracing::warn!(
+                key = %format!("{at}.gateway"),
+                %gateway,
+                %subnet,
+                "the gateway is outside the range's subnet; accepted as the reference does"
+            );
+        }
+        let gateway = Some(gateway);
         if to_u128(start) > to_u128(end) {
             return bad(format!("rangeStart: {start} is after rangeEnd {end}"));
         }
@@ -104,9 +115,11 @@ impl Range {
             && to_u128(ip) <= to_u128(self.end)
     }
 
-    /// Whether `ip` can never be a lease: the gateway, or the network/broadcast address (v4).
+    /// Whether `ip` can never be a lease: the gateway (when it lies in the subnet: one outside
+    /// it is no address of the range), or the network/broadcast address (v4).
     pub fn is_reserved(&self, ip: IpAddr) -> bool {
-        if Some(ip) == self.gateway {
+        let in_subnet = self.subnet.contains(ip) && ip.is_ipv4() == self.is_ipv4();
+        if in_subnet && Some(ip) == self.gateway {
             return true;
         }
         self.is_ipv4() && (ip == self.subnet.network() || ip == self.subnet.broadcast())
@@ -256,7 +269,49 @@ mod tests {
         assert!(Range::canonical(&s, "r").is_err());
         let mut s = spec("10.0.0.0/24");
         s.gateway = Some(ip("fd00::1"));
-        assert!(Range::canonical(&s, "r").is_err());
+        let e = Range::canonical(&s, "ipam.ranges[0][0]").unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg.starts_with("ipam.ranges[0][0].gateway: fd00::1"),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn a_gateway_outside_the_subnet_is_accepted_and_reserves_nothing() {
+        // As the reference's Canonicalize: kept as written, no containment check.
+        let mut s = spec("10.0.0.0/29");
+        s.gateway = Some(ip("10.9.9.9"));
+        let r = Range::canonical(&s, "r").unwrap();
+        assert_eq!(r.gateway, Some(ip("10.9.9.9")));
+        assert!(!r.is_reserved(ip("10.9.9.9")));
+        // Every host address of the subnet is handed out, .1 included (no gateway in it).
+        let set = RangeSet::new(vec![r], "s").unwrap();
+        let all: Vec<String> = set.candidates(None).map(|(_, i)| i.to_string()).collect();
+        assert_eq!(
+            all,
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+        );
+        // The subnet's own broadcast and network addresses as gateways: inside the subnet
+        // but outside the range; still fine. And v6.
+        let mut s = spec("10.0.0.0/29");
+        s.gateway = Some(ip("10.0.0.7"));
+        assert_eq!(
+            Range::canonical(&s, "r").unwrap().gateway,
+            Some(ip("10.0.0.7"))
+        );
+        let mut s6 = spec("fd00::/120");
+        s6.gateway = Some(ip("fd01::1"));
+        let r6 = Range::canonical(&s6, "r").unwrap();
+        assert_eq!(r6.gateway, Some(ip("fd01::1")));
+        assert_eq!(
+            RangeSet::new(vec![r6], "s")
+                .unwrap()
+                .candidates(None)
+                .next(),
+            Some((0, ip("fd00::1")))
+        );
     }
 
     #[test]

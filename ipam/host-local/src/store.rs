@@ -39,8 +39,11 @@ use cni_shared::{validate, CniError, Result};
 
 const LAST_PREFIX: &str = "last_reserved_ip.";
 const INDEX_DIR: &str = ".attachments";
-const FILE_MODE: u32 = 0o600;
-const DIR_MODE: u32 = 0o700;
+/// The reference's modes: leases and `last_reserved_ip.*` are written 0644 and directories
+/// made 0755 (less the umask, as there). Our own files (the lock, the index and its stamp)
+/// follow them: nothing in them is more private than a lease.
+pub const FILE_MODE: u32 = 0o644;
+pub const DIR_MODE: u32 = 0o755;
 
 /// Who holds a lease, as read from its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +110,8 @@ impl Store {
         }
         fsutil::ensure_dir(dir, DIR_MODE)
             .map_err(|e| CniError::io(format!("creating {}: {e}", dir.display())))?;
-        let lock = FileLock::exclusive(&dir.join("lock"), DEFAULT_LOCK_TIMEOUT)?;
+        let lock =
+            FileLock::exclusive_with_mode(&dir.join("lock"), DEFAULT_LOCK_TIMEOUT, FILE_MODE)?;
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: Some(lock),

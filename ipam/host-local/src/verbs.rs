@@ -14,6 +14,9 @@ use crate::store::Store;
 /// The host-local plugin.
 pub struct HostLocal;
 
+/// STATUS looks at this many candidate addresses of a range set at most for a free one.
+const STATUS_PROBES: usize = 4096;
+
 pub const ABOUT: About = About {
     name: "host-local",
     version: env!("CARGO_PKG_VERSION"),
@@ -89,21 +92,41 @@ impl Plugin for HostLocal {
         Ok(())
     }
 
+    /// STATUS fails only when the data dir cannot take a new file (code 50). A range set with
+    /// no free address is logged, not an error: runtimes turn a failed STATUS into
+    /// NetworkReady=false (containerd 2.x through go-cni), kubelet then marks the node NotReady
+    /// and Kubernetes evicts every pod on it — a full pool would evict the very pods that hold
+    /// its addresses. ADD still fails with code 100 on a full set.
     fn status(&self, req: &Request) -> Result<()> {
         let cfg = IpamConfig::from_request(req)?;
         let dir = cfg.network_dir();
         writable(&dir)?;
         let store = Store::open_unlocked(&dir);
         for (idx, set) in cfg.range_sets.iter().enumerate() {
+            // Cheap: the round-robin order puts the least recently handed out addresses first,
+            // so a free one is usually the first or second; a full set costs at most
+            // STATUS_PROBES stats, not one per address of a /16.
+            let mut probed = 0usize;
             let free = set
                 .candidates(store.last_reserved(idx))
+                .take(STATUS_PROBES)
+                .inspect(|_| probed += 1)
                 .any(|(_, ip)| !cfg.is_excluded(ip) && !store.is_taken(ip));
             if !free {
-                return Err(CniError::not_available(format!(
-                    "no free IP address in range set {idx} of network {}: {}",
-                    cfg.network,
-                    set.describe()
-                )));
+                let what = if probed < STATUS_PROBES {
+                    "has no free address left"
+                } else {
+                    "has no free address among the next candidates (it may be full)"
+                };
+                tracing::warn!(
+                    network = %cfg.network,
+                    range_set = idx,
+                    ranges = %set.describe(),
+                    probed,
+                    "range set {idx} of network {} {what}; STATUS still succeeds (a failed \
+                     STATUS would mark the node NotReady), ADD fails with code 100",
+                    cfg.network
+                );
             }
         }
         Ok(())
