@@ -209,9 +209,12 @@ fn configure_bridge(nl: &Netlink, cfg: &AttachConfig, br: &mut Link) -> Result<(
     }
     // The plugin owns the bridge's routes: a container must not be able to give the host an
     // address or a default route on it by sending a router advertisement (the kernel heeds
-    // them while the bridge does not forward IPv6). As the reference does, on every ADD. A
-    // missing key is a kernel without IPv6.
-    sysctl::set(&["net", "ipv6", "conf", &cfg.bridge, "accept_ra"], "0")?;
+    // them while the bridge does not forward IPv6). Checked on every ADD as the reference
+    // does, but read from the link we have (netlink), so that only a change costs a write.
+    if br.ipv6_accept_ra.is_some_and(|v| v != 0) {
+        sysctl::set(&["net", "ipv6", "conf", &cfg.bridge, "accept_ra"], "0")?;
+        br.ipv6_accept_ra = Some(0);
+    }
     if cfg.uses_vlans() && !br.bridge.is_some_and(|b| b.vlan_filtering) {
         nl.set_vlan_filtering(br.index, true).map_err(|e| {
             if is_unsupported(&e) {

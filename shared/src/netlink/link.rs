@@ -59,6 +59,8 @@ pub struct Link {
     /// (`addrgenmode`). `None` when the kernel reports no IPv6 configuration for it (a kernel
     /// without IPv6: no link-local address either way).
     pub ipv6_addr_gen: Option<AddrGenMode>,
+    /// IPv6's `accept_ra` of the link (`IFLA_INET6_CONF`); `None` without IPv6 configuration.
+    pub ipv6_accept_ra: Option<i32>,
 }
 
 impl Link {
@@ -420,6 +422,7 @@ pub(crate) fn decode(m: &LinkMessage) -> Link {
         bridge_port: None,
         arp_notify: false,
         ipv6_addr_gen: None,
+        ipv6_accept_ra: None,
     };
     for a in &m.attributes {
         match a {
@@ -450,12 +453,16 @@ fn decode_af_spec(afs: &[AfSpecUnspec], l: &mut Link) {
             }
             AfSpecUnspec::Inet6(v6) => {
                 for x in v6 {
-                    if let AfSpecInet6::AddrGenMode(m) = x {
-                        l.ipv6_addr_gen = Some(match m {
-                            In6AddrGenMode::Eui64 => AddrGenMode::Eui64,
-                            In6AddrGenMode::None => AddrGenMode::None,
-                            _ => AddrGenMode::Other,
-                        });
+                    match x {
+                        AfSpecInet6::AddrGenMode(m) => {
+                            l.ipv6_addr_gen = Some(match m {
+                                In6AddrGenMode::Eui64 => AddrGenMode::Eui64,
+                                In6AddrGenMode::None => AddrGenMode::None,
+                                _ => AddrGenMode::Other,
+                            });
+                        }
+                        AfSpecInet6::DevConf(c) => l.ipv6_accept_ra = Some(c.accept_ra),
+                        _ => {}
                     }
                 }
             }
