@@ -225,22 +225,11 @@ pub fn requested_mac(req: &Request, conf: &Conf) -> Result<Option<Mac>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni_shared::skel::{parse_request, Command};
+    use cni_shared::skel::Command;
     use serde_json::{json, Value};
 
     fn req(conf: Value, args: &str) -> Request {
-        let env = |k: &str| -> Option<String> {
-            match k {
-                "CNI_CONTAINERID" => Some("c1".into()),
-                "CNI_IFNAME" => Some("eth0".into()),
-                "CNI_NETNS" => Some("/run/netns/x".into()),
-                "CNI_PATH" => Some("/opt/cni/bin".into()),
-                "CNI_ARGS" => Some(args.into()),
-                _ => None,
-            }
-        };
-        let bytes = serde_json::to_vec(&conf).unwrap();
-        parse_request(Command::Add, &env, &mut bytes.as_slice()).unwrap()
+        cni_shared::testkit::request(Command::Add, &conf, args)
     }
 
     fn conf(extra: Value) -> Value {
