@@ -195,9 +195,10 @@ pub fn set_builtin(builtin: &'static Builtin) {
 /// Run the configured IPAM plugin's ADD with this request's environment and stdin. When it
 /// fails (or its result cannot be read), its DEL runs before the error is returned, as the spec
 /// asks of a plugin whose delegated ADD failed, so that nothing it may have reserved stays; the
-/// DEL's own failure is only logged.
+/// DEL's own failure is only logged. A plugin that could not be found ran no ADD to undo.
 pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
-    let added = delegate_raw(ipam_type, Command::Add, req).and_then(|d| {
+    let program = find_ipam(ipam_type, &req.cni_path)?;
+    let added = run_ipam(ipam_type, &program, Command::Add, req).and_then(|d| {
         let parsed = match d {
             Delegated::Executed(out) => CniResult::from_slice(&out, req.version),
             Delegated::InProcess(v) => CniResult::from_value(&v, req.version),
@@ -208,7 +209,7 @@ pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
     });
     if let Err(e) = &added {
         tracing::debug!(plugin = ipam_type, error = %e.msg, "IPAM ADD failed: running its DEL");
-        if let Err(d) = delegate(ipam_type, Command::Del, req) {
+        if let Err(d) = run_ipam(ipam_type, &program, Command::Del, req) {
             tracing::warn!(plugin = ipam_type, error = %d.msg, "IPAM DEL after its failed ADD");
         }
     }
@@ -217,7 +218,8 @@ pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
 
 /// Run the IPAM plugin's DEL, CHECK, STATUS or GC with this request's environment and stdin.
 pub fn delegate(ipam_type: &str, command: Command, req: &Request) -> Result<()> {
-    delegate_raw(ipam_type, command, req).map(drop)
+    let program = find_ipam(ipam_type, &req.cni_path)?;
+    run_ipam(ipam_type, &program, command, req).map(drop)
 }
 
 /// What a delegated call gave: the executed plugin's stdout, or the built-in plugin's output —
@@ -228,11 +230,11 @@ enum Delegated {
     InProcess(Value),
 }
 
-fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Delegated> {
-    let program = find_ipam(ipam_type, &req.cni_path)?;
+/// Run `program`, the IPAM plugin found in CNI_PATH: in-process when it is our own build of it.
+fn run_ipam(ipam_type: &str, program: &Path, command: Command, req: &Request) -> Result<Delegated> {
     if let Some(b) = BUILTIN
         .get()
-        .filter(|b| b.name == ipam_type && builtin::carries(&program, &b.build_id))
+        .filter(|b| b.name == ipam_type && builtin::carries(program, &b.build_id))
     {
         tracing::debug!(
             plugin = ipam_type,
@@ -243,7 +245,7 @@ fn delegate_raw(ipam_type: &str, command: Command, req: &Request) -> Result<Dele
         return in_process(b, command, req).map(Delegated::InProcess);
     }
     tracing::debug!(plugin = ipam_type, cmd = command.as_str(), "delegating");
-    exec(&program, command, &PluginEnv::from_request(req), &req.stdin).map(Delegated::Executed)
+    exec(program, command, &PluginEnv::from_request(req), &req.stdin).map(Delegated::Executed)
 }
 
 /// The IPAM plugin's executable in CNI_PATH. CNI_PATH is optional in the environment (SPEC.md),
