@@ -195,7 +195,9 @@ pub fn set_builtin(builtin: &'static Builtin) {
 /// Run the configured IPAM plugin's ADD with this request's environment and stdin. When it
 /// fails (or its result cannot be read), its DEL runs before the error is returned, as the spec
 /// asks of a plugin whose delegated ADD failed, so that nothing it may have reserved stays; the
-/// DEL's own failure is only logged. A plugin that could not be found ran no ADD to undo.
+/// DEL's own failure is only logged. Not for a plugin that could not be found (it ran no ADD),
+/// nor for our host-local run in-process, whose failed ADD has released what it took (a DEL
+/// would only queue again for the lock a timed-out ADD waited 60 s for).
 pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
     let program = find_ipam(ipam_type, &req.cni_path)?;
     let added = run_ipam(ipam_type, &program, Command::Add, req).and_then(|d| {
@@ -208,9 +210,11 @@ pub fn delegate_add(ipam_type: &str, req: &Request) -> Result<CniResult> {
             .map_err(|e| e.context(format!("result of IPAM plugin {ipam_type:?}")))
     });
     if let Err(e) = &added {
-        tracing::debug!(plugin = ipam_type, error = %e.msg, "IPAM ADD failed: running its DEL");
-        if let Err(d) = run_ipam(ipam_type, &program, Command::Del, req) {
-            tracing::warn!(plugin = ipam_type, error = %d.msg, "IPAM DEL after its failed ADD");
+        if builtin_for(ipam_type, &program).is_none() {
+            tracing::debug!(plugin = ipam_type, error = %e.msg, "IPAM ADD failed: running its DEL");
+            if let Err(d) = run_ipam(ipam_type, &program, Command::Del, req) {
+                tracing::warn!(plugin = ipam_type, error = %d.msg, "IPAM DEL after its failed ADD");
+            }
         }
     }
     added
@@ -230,12 +234,17 @@ enum Delegated {
     InProcess(Value),
 }
 
+/// The built-in plugin when `program`, the `ipam_type` found in CNI_PATH, is our own build of it.
+fn builtin_for(ipam_type: &str, program: &Path) -> Option<&'static Builtin> {
+    BUILTIN
+        .get()
+        .copied()
+        .filter(|b| b.name == ipam_type && builtin::carries(program, &b.build_id))
+}
+
 /// Run `program`, the IPAM plugin found in CNI_PATH: in-process when it is our own build of it.
 fn run_ipam(ipam_type: &str, program: &Path, command: Command, req: &Request) -> Result<Delegated> {
-    if let Some(b) = BUILTIN
-        .get()
-        .filter(|b| b.name == ipam_type && builtin::carries(program, &b.build_id))
-    {
+    if let Some(b) = builtin_for(ipam_type, program) {
         tracing::debug!(
             plugin = ipam_type,
             cmd = command.as_str(),

@@ -560,6 +560,16 @@ fn failure_after_ipam_undoes_everything() {
     );
     assert!(br.contains("fd58::1/64"), "{br}");
     del(&host, &f, "rb", Some(&ctr));
+    // Two IPv4 range sets: forceAddress keeps both of this ADD's gateways.
+    let mut two = f.clone();
+    two["ipam"]["ranges"] = json!([[{"subnet": "10.48.0.0/24"}], [{"subnet": "10.68.0.0/24"}]]);
+    add(&host, &two, "rb2", &ctr);
+    let br = host.ip(&["-o", "addr", "show", "br-rb"]);
+    assert!(
+        br.contains("10.48.0.1/24") && br.contains("10.68.0.1/24"),
+        "{br}"
+    );
+    del(&host, &two, "rb2", Some(&ctr));
 }
 
 #[test]

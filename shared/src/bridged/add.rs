@@ -278,23 +278,30 @@ fn setup_gateway(
         Some(vid) => ensure_vlan_iface(nl, cfg, br, vid)?,
         None => br.clone(),
     };
-    let mut carried = false;
-    for ip in &result.ips {
-        let Some(gw) = ip.gateway else { continue };
-        let gw_net = IpNetwork::new(gw, ip.address.prefix()).map_err(|e| {
-            CniError::internal(format!("gateway {gw}/{}: {e}", ip.address.prefix()))
-        })?;
-        ensure_gateway_address(nl, cfg, &link, gw_net)?;
-        carried = true;
+    let gateways = result
+        .ips
+        .iter()
+        .filter_map(|ip| {
+            let gw = ip.gateway?;
+            Some(IpNetwork::new(gw, ip.address.prefix()).map_err(|e| {
+                CniError::internal(format!("gateway {gw}/{}: {e}", ip.address.prefix()))
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for gw in &gateways {
+        ensure_gateway_address(nl, cfg, &link, *gw, &gateways)?;
     }
-    Ok((carried && cfg.vlan.is_some()).then_some(link))
+    Ok((!gateways.is_empty() && cfg.vlan.is_some()).then_some(link))
 }
 
+/// Put `gw` on `link`. Another address in its subnet is a conflict (code 7) unless
+/// `forceAddress`, which replaces it — and every other IPv4 address but this ADD's `gateways`.
 fn ensure_gateway_address(
     nl: &Netlink,
     cfg: &AttachConfig,
     link: &Link,
     gw: IpNetwork,
+    gateways: &[IpNetwork],
 ) -> Result<()> {
     let present = nl.addresses(Some(link.index), Some(Family::of(&gw.ip())))?;
     if present.iter().any(|a| a.net == gw) {
@@ -302,7 +309,10 @@ fn ensure_gateway_address(
     }
     let link_local =
         |n: &IpNetwork| matches!(n.ip(), IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
-    for a in present.iter().filter(|a| !link_local(&a.net)) {
+    for a in present
+        .iter()
+        .filter(|a| !link_local(&a.net) && !gateways.contains(&a.net))
+    {
         let overlaps = a.net.contains(gw.ip()) || gw.contains(a.net.ip());
         // forceAddress replaces every other IPv4 address, as the reference does (after a
         // subnet change the old gateway goes); IPv6 addresses only in the gateway's subnet.

@@ -211,9 +211,12 @@ fn configure_bridge(nl: &Netlink, cfg: &AttachConfig, br: &mut Link) -> Result<(
     // address or a default route on it by sending a router advertisement (the kernel heeds
     // them while the bridge does not forward IPv6). Checked on every ADD as the reference
     // does, but read from the link we have (netlink), so that only a change costs a write.
+    // A failed write (a read-only /proc/sys) is only logged, as the reference ignores it.
     if br.ipv6_accept_ra.is_some_and(|v| v != 0) {
-        sysctl::set(&["net", "ipv6", "conf", &cfg.bridge, "accept_ra"], "0")?;
-        br.ipv6_accept_ra = Some(0);
+        match sysctl::set(&["net", "ipv6", "conf", &cfg.bridge, "accept_ra"], "0") {
+            Ok(_) => br.ipv6_accept_ra = Some(0),
+            Err(e) => tracing::warn!(bridge = cfg.bridge, "accept_ra stays on: {e}"),
+        }
     }
     if cfg.uses_vlans() && !br.bridge.is_some_and(|b| b.vlan_filtering) {
         nl.set_vlan_filtering(br.index, true).map_err(|e| {

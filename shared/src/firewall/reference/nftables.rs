@@ -183,7 +183,7 @@ pub(super) fn gc(
 /// base chain's rule that sends the port's frames to `cni-br-iface-<containerID>-<ifname>`,
 /// that chain and its `-mac` chain (which drops frames of another source MAC). Their names
 /// name no network, as the reference's own teardown finds them. One lookup per layout when
-/// there is nothing.
+/// there is nothing (or the lookup cannot be made).
 pub(super) fn remove_macspoof(nl: Option<&mut Nfnl>, req: &Request) -> Result<Vec<String>> {
     let Some(nl) = nl else {
         return Ok(Vec::new());
@@ -193,7 +193,9 @@ pub(super) fn remove_macspoof(nl: Option<&mut Nfnl>, req: &Request) -> Result<Ve
     let mac_chain = format!("{iface_chain}-mac");
     let mut removed = Vec::new();
     for (table, base) in MACSPOOF_LAYOUTS {
-        if nftrule::exists(nl, BRIDGE, table, Some(&iface_chain)) == Some(false) {
+        // Only where the chain is there: one that cannot be asked about (a name over the
+        // kernel's 255 bytes, from a long container ID) cannot have been made either.
+        if nftrule::exists(nl, BRIDGE, table, Some(&iface_chain)) != Some(true) {
             continue;
         }
         removed.extend(remove_where(
