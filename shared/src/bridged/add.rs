@@ -309,15 +309,15 @@ fn ensure_gateway_address(
     }
     let link_local =
         |n: &IpNetwork| matches!(n.ip(), IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+    // forceAddress replaces every other IPv4 address, as the reference does (after a subnet
+    // change the old gateway goes); IPv6 addresses only in the gateway's subnet.
+    let replace_all = cfg.force_address && gw.is_ipv4();
     for a in present
         .iter()
         .filter(|a| !link_local(&a.net) && !gateways.contains(&a.net))
     {
         let overlaps = a.net.contains(gw.ip()) || gw.contains(a.net.ip());
-        // forceAddress replaces every other IPv4 address, as the reference does (after a
-        // subnet change the old gateway goes); IPv6 addresses only in the gateway's subnet.
-        let replaced = cfg.force_address && gw.is_ipv4();
-        if !overlaps && !replaced {
+        if !overlaps && !replace_all {
             continue;
         }
         if !cfg.force_address {
