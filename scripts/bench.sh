@@ -18,6 +18,10 @@
 # given or CNI_BENCH_NO_INSTALL=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
+    sed -n '2,/^# given or/s/^# \{0,1\}//p' "$0"
+    exit 0
+fi
 . scripts/lib.sh
 need_root "$@"
 ensure_cargo
@@ -30,4 +34,22 @@ if [[ " $* " == *" --glibc "* ]]; then
     cargo build --release --workspace --bins --locked >&2
     export CNI_BENCH_GLIBC_DIR="$PWD/target/release"
 fi
-exec "$SHIPPED_DIR/cni-bench" "${@:-all}"
+# Not exec: when the run is interrupted (Ctrl-C, a kill), the sandbox namespaces and temporary
+# directories it made (named after its pid: cnit-<pid>-...) are removed here; a run that ends
+# by itself has removed them already.
+"$SHIPPED_DIR/cni-bench" "${@:-all}" &
+bench=$!
+cleanup() {
+    kill "$bench" 2>/dev/null || true
+    wait "$bench" 2>/dev/null || true
+    local ns
+    for ns in $(ip netns list | awk -v p="cnit-$bench-" 'index($1, p) == 1 { print $1 }'); do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -rf /tmp/cnit-"$bench"-*
+}
+trap 'cleanup; exit 130' INT TERM
+status=0
+wait "$bench" || status=$?
+cleanup
+exit "$status"

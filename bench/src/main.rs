@@ -27,6 +27,55 @@ const USAGE: &str = "usage: cni-bench [all|chain|plugins|host-local|rss] [--quic
        cni-bench bridge [--attached N] [--rounds N]
        cni-bench portmap [--levels 1,100,1000] [--rounds N]";
 
+/// Flags without a value, and flags taking one, per part (`bridge`, `portmap`, the rest).
+const MAIN_SWITCHES: [&str; 7] = [
+    "--quick",
+    "--no-reference",
+    "--iptables",
+    "--glibc",
+    "--containers-without-ipv6",
+    "--disable-ipv6-link-local",
+    "--dual-stack",
+];
+const MAIN_VALUED: [&str; 6] = [
+    "--n",
+    "--rounds",
+    "--leases",
+    "--compare",
+    "--only",
+    "--edge-gap",
+];
+
+/// Refuse what this command does not take, so that a typo or `--help` does not start a run of
+/// half an hour; `-h`/`--help` prints the usage.
+fn check_args(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
+    let (part, rest) = match args.first().filter(|a| !a.starts_with('-')) {
+        Some(p) => (p.as_str(), &args[1..]),
+        None => ("all", args),
+    };
+    let (switches, valued): (&[&str], &[&str]) = match part {
+        "bridge" => (&[], &["--attached", "--rounds"]),
+        "portmap" => (&[], &["--levels", "--rounds"]),
+        "all" | "chain" | "plugins" | "host-local" | "rss" => (&MAIN_SWITCHES, &MAIN_VALUED),
+        other => bail!("unknown part {other:?}\n{USAGE}"),
+    };
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        if valued.contains(&a.as_str()) {
+            if it.next().is_none() {
+                bail!("{a} needs a value\n{USAGE}");
+            }
+        } else if !switches.contains(&a.as_str()) {
+            bail!("unknown argument {a:?} for {part}\n{USAGE}");
+        }
+    }
+    Ok(())
+}
+
 fn arg(args: &[String], name: &str, default: u32) -> Result<u32> {
     match args.iter().position(|a| a == name) {
         None => Ok(default),
@@ -162,6 +211,7 @@ fn main() -> Result<()> {
         std::process::exit(code);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
+    check_args(&args)?;
     cni_shared::testkit::require_root();
     match args.first().map(String::as_str) {
         Some("bridge") => {
