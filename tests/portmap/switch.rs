@@ -356,6 +356,10 @@ fn switch_from_the_reference_with_a_container_running() {
     for c in &chains {
         assert!(before.contains(&format!("-j {c}")), "{c} in {before}");
     }
+    // Our CHECK of the reference's attachment (its result from the shared cache): the
+    // reference's masquerade and DNAT chains stand in for our entries.
+    ours.run(&["check", "pmnet", &netns(&old)], &env_of("Old-1"))
+        .ok();
     ours.run(&["del", "pmnet", &netns(&old)], &env_of("Old-1"))
         .ok();
     let after = nat(&env.host, "iptables-save");

@@ -146,6 +146,25 @@ pub(super) fn remove(
     Ok(removed)
 }
 
+/// CHECK: whether the reference's chain of kind `what` for the attachment (`network`,
+/// `container_id`) is there, in either family and variant (no process).
+pub(super) fn present(
+    mut nl: Option<&mut Nfnl>,
+    what: Leftover,
+    network: &str,
+    container_id: &str,
+) -> bool {
+    let chain = what.chain(network, container_id);
+    for v6 in [false, true] {
+        for variant in [Variant::Nft, Variant::Legacy] {
+            if may_exist(nl.as_deref_mut(), variant, v6, Some(&chain)) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// GC: remove the reference's chains of kind `what` of `network` whose container is not among
 /// the `valid` attachments, with the jumps to them. What was removed, as for [`remove`].
 pub(super) fn gc(

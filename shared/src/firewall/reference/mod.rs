@@ -45,6 +45,15 @@ pub fn remove(what: Leftover, req: &Request) -> Result<Vec<String>> {
     both(ipt, nftables::remove(nl.as_mut(), what, req))
 }
 
+/// CHECK: whether the reference left entries of kind `what` for the request's attachment, in
+/// either backend: an attachment it added before the switch to ours, whose entries CHECK takes
+/// in place of ours.
+pub fn present(what: Leftover, req: &Request) -> bool {
+    let mut nl = Nfnl::open_optional();
+    iptables::present(nl.as_mut(), what, &req.conf.name, &req.container_id)
+        || nftables::present(nl.as_mut(), what, req)
+}
+
 /// DEL: remove the reference bridge's `macspoofchk` entries of the request's attachment
 /// (nftables only: the reference has no iptables variant). What was removed, as [`remove`].
 pub fn remove_macspoof(req: &Request) -> Result<Vec<String>> {

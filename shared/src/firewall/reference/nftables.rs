@@ -139,6 +139,31 @@ pub(super) fn remove(nl: Option<&mut Nfnl>, what: Leftover, req: &Request) -> Re
     }
 }
 
+/// CHECK: whether the attachment's rules of kind `what` are there (one rule dump per table).
+pub(super) fn present(nl: Option<&mut Nfnl>, what: Leftover, req: &Request) -> bool {
+    let Some(nl) = nl else {
+        return false;
+    };
+    let any = |nl: &mut Nfnl, family: u8, table: &str, pick: &dyn Fn(&Rule) -> bool| {
+        nftrule::list(nl, family, table, None).is_ok_and(|rules| rules.iter().any(pick))
+    };
+    match what {
+        Leftover::Masquerade => {
+            let prefix = masq_instance(&req.conf.name, &req.ifname, &req.container_id);
+            any(nl, INET, MASQ_TABLE, &|r| {
+                r.chain == MASQ_CHAIN
+                    && r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))
+            })
+        }
+        Leftover::HostPorts => [IPV4, IPV6].into_iter().any(|family| {
+            any(nl, family, HOSTPORT_TABLE, &|r| {
+                HOSTPORT_CHAINS.contains(&r.chain.as_str())
+                    && r.comment.as_deref() == Some(req.container_id.as_str())
+            })
+        }),
+    }
+}
+
 /// GC: the masquerade rules of the request's network whose attachment is not in `valid`.
 /// Portmap's rules name no network: left to DEL.
 pub(super) fn gc(
