@@ -104,39 +104,60 @@ fn remove_where(
     Ok(removed)
 }
 
+/// Where the reference's rules of one attachment live, and which rules of that table they are.
+struct AttachmentRules<'a> {
+    families: &'static [u8],
+    table: &'static str,
+    pick: Box<dyn Fn(&Rule) -> bool + 'a>,
+}
+
+/// The reference's rules of kind `what` for the request's attachment.
+fn attachment_rules(what: Leftover, req: &Request) -> AttachmentRules<'_> {
+    match what {
+        Leftover::Masquerade => {
+            let prefix = masq_instance(&req.conf.name, &req.ifname, &req.container_id);
+            let pick = move |r: &Rule| {
+                r.chain == MASQ_CHAIN
+                    && r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))
+            };
+            AttachmentRules {
+                families: &[INET],
+                table: MASQ_TABLE,
+                pick: Box::new(pick),
+            }
+        }
+        Leftover::HostPorts => {
+            let pick = |r: &Rule| {
+                HOSTPORT_CHAINS.contains(&r.chain.as_str())
+                    && r.comment.as_deref() == Some(req.container_id.as_str())
+            };
+            AttachmentRules {
+                families: &[IPV4, IPV6],
+                table: HOSTPORT_TABLE,
+                pick: Box::new(pick),
+            }
+        }
+    }
+}
+
 /// DEL: the attachment's rules of kind `what`.
 pub(super) fn remove(nl: Option<&mut Nfnl>, what: Leftover, req: &Request) -> Result<Vec<String>> {
     let Some(nl) = nl else {
         return Ok(Vec::new());
     };
-    match what {
-        Leftover::Masquerade => {
-            let prefix = masq_instance(&req.conf.name, &req.ifname, &req.container_id);
-            let pick = |r: &Rule| {
-                r.chain == MASQ_CHAIN
-                    && r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))
-            };
-            remove_where(nl, INET, MASQ_TABLE, Listing::Table, pick, &[])
-        }
-        Leftover::HostPorts => {
-            let mut removed = Vec::new();
-            for family in [IPV4, IPV6] {
-                let pick = |r: &Rule| {
-                    HOSTPORT_CHAINS.contains(&r.chain.as_str())
-                        && r.comment.as_deref() == Some(req.container_id.as_str())
-                };
-                removed.extend(remove_where(
-                    nl,
-                    family,
-                    HOSTPORT_TABLE,
-                    Listing::Table,
-                    pick,
-                    &[],
-                )?);
-            }
-            Ok(removed)
-        }
+    let rules = attachment_rules(what, req);
+    let mut removed = Vec::new();
+    for &family in rules.families {
+        removed.extend(remove_where(
+            nl,
+            family,
+            rules.table,
+            Listing::Table,
+            &rules.pick,
+            &[],
+        )?);
     }
+    Ok(removed)
 }
 
 /// CHECK: whether the attachment's rules of kind `what` are there (one rule dump per table).
@@ -144,24 +165,11 @@ pub(super) fn present(nl: Option<&mut Nfnl>, what: Leftover, req: &Request) -> b
     let Some(nl) = nl else {
         return false;
     };
-    let any = |nl: &mut Nfnl, family: u8, table: &str, pick: &dyn Fn(&Rule) -> bool| {
-        nftrule::list(nl, family, table, None).is_ok_and(|rules| rules.iter().any(pick))
-    };
-    match what {
-        Leftover::Masquerade => {
-            let prefix = masq_instance(&req.conf.name, &req.ifname, &req.container_id);
-            any(nl, INET, MASQ_TABLE, &|r| {
-                r.chain == MASQ_CHAIN
-                    && r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))
-            })
-        }
-        Leftover::HostPorts => [IPV4, IPV6].into_iter().any(|family| {
-            any(nl, family, HOSTPORT_TABLE, &|r| {
-                HOSTPORT_CHAINS.contains(&r.chain.as_str())
-                    && r.comment.as_deref() == Some(req.container_id.as_str())
-            })
-        }),
-    }
+    let rules = attachment_rules(what, req);
+    rules.families.iter().any(|&family| {
+        nftrule::list(nl, family, rules.table, None)
+            .is_ok_and(|listed| listed.iter().any(&rules.pick))
+    })
 }
 
 /// GC: the masquerade rules of the request's network whose attachment is not in `valid`.
