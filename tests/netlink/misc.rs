@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cni_shared::netlink::{BridgeOpts, Netlink};
+use cni_shared::netlink::{forwarding, BridgeOpts, Family, Netlink};
 use cni_shared::sysctl;
 use cni_tests::testkit::{wait_until, Sandbox};
 
@@ -83,6 +83,50 @@ fn sysctl_is_per_namespace() {
     let gone = ["net", "ipv6", "conf", "nope0", "accept_dad"];
     assert_eq!(ns.run(|| sysctl::get(&gone)).unwrap().unwrap(), None);
     assert!(!ns.run(|| sysctl::set(&gone, "0")).unwrap().unwrap());
+}
+
+/// Forwarding (`RTM_GETNETCONF`) and a link's `route_localnet` (`IFLA_INET_CONF`) read and
+/// written through netlink agree with `/proc/sys` of the same namespace, and stay in it.
+#[test]
+fn forwarding_and_route_localnet_through_netlink() {
+    let sb = Sandbox::new("nc");
+    let ns = sb.netns();
+    let read = |f: Family| ns.run(|| forwarding(f)).unwrap().unwrap();
+    let proc = |key: &str| {
+        let out = sb.exec("cat", &[&format!("/proc/sys/net/{key}")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let machine = forwarding(Family::V4).unwrap();
+    for (family, key) in [
+        (Family::V4, "ipv4/ip_forward"),
+        (Family::V6, "ipv6/conf/all/forwarding"),
+    ] {
+        // (A new namespace may inherit IPv4's from the machine.)
+        let parts: Vec<&str> = std::iter::once("net").chain(key.split('/')).collect();
+        for (value, on) in [("0", false), ("1", true)] {
+            assert!(ns.run(|| sysctl::set(&parts, value)).unwrap().unwrap());
+            assert_eq!(read(family), Some(on), "{key}");
+            assert_eq!(proc(key), value);
+        }
+    }
+    assert_eq!(
+        forwarding(Family::V4).unwrap(),
+        machine,
+        "the machine's value changed"
+    );
+
+    let h = nl(&sb);
+    h.create_bridge("lo-br0", &BridgeOpts::default()).unwrap();
+    assert!(!get(&h, "lo-br0").route_localnet);
+    h.set_route_localnet("lo-br0").unwrap();
+    assert!(get(&h, "lo-br0").route_localnet);
+    assert_eq!(proc("ipv4/conf/lo-br0/route_localnet"), "1");
+    let e = h.set_route_localnet("missing0").unwrap_err();
+    assert!(
+        e.msg.contains("route_localnet") && e.msg.contains("missing0"),
+        "{}",
+        e.msg
+    );
 }
 
 /// A container's key written through our own procfs instance lands in the container's

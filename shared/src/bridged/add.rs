@@ -365,16 +365,20 @@ fn ensure_vlan_iface(nl: &Netlink, cfg: &AttachConfig, br: &Link, vid: u16) -> R
     }
 }
 
-/// Forwarding on in the host namespace for each family the container has.
+/// Forwarding on in the host namespace for each family the container has. Read through
+/// netlink ([`crate::netlink::forwarding`]: no `/proc/sys` lookup on every ADD); written under
+/// `/proc/sys` when off, which netlink cannot do.
 fn enable_forwarding(result: &CniResult) -> Result<()> {
-    let v4 = result.ips.iter().any(|i| i.address.is_ipv4());
-    let v6 = result.ips.iter().any(|i| i.address.is_ipv6());
-    let keys: [(bool, &[&str]); 2] = [
-        (v4, &["net", "ipv4", "ip_forward"]),
-        (v6, &["net", "ipv6", "conf", "all", "forwarding"]),
+    let keys: [(Family, &[&str]); 2] = [
+        (Family::V4, &["net", "ipv4", "ip_forward"]),
+        (Family::V6, &["net", "ipv6", "conf", "all", "forwarding"]),
     ];
-    for (_, key) in keys.iter().filter(|(on, _)| *on) {
-        if sysctl::get(key)?.as_deref() != Some("1") {
+    for (family, key) in keys {
+        let has = result
+            .ips
+            .iter()
+            .any(|i| i.address.is_ipv4() == (family == Family::V4));
+        if has && crate::netlink::forwarding(family)? != Some(true) {
             sysctl::set(key, "1")?;
         }
     }

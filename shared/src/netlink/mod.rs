@@ -62,6 +62,7 @@ mod bridge;
 mod create;
 mod link;
 mod neigh;
+mod netconf;
 mod route;
 mod socket;
 
@@ -88,6 +89,7 @@ pub use create::{
 };
 pub use link::{AddrGenMode, BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
 pub use neigh::{FdbEntry, Neighbour};
+pub use netconf::forwarding;
 pub use route::{Route, RouteFilter, Scope, MAIN_TABLE};
 
 /// The longest one netlink request may take before it is reported as failed.
