@@ -29,6 +29,16 @@
 //! attached to a directory, so nobody else sees it; released at exit) whose entries go with
 //! it: ~0.1 ms per process whatever the host holds. Where the kernel or a seccomp filter
 //! refuses that (before Linux 5.2), `/proc` is used.
+//!
+//! # On the host
+//!
+//! Others do look containers' keys up through the host `/proc` (the reference plugins set
+//! `arp_notify` and `accept_dad` so, and so does the tuning plugin), and then every host lookup
+//! pays the walk. So a host key read on every call goes through netlink where the kernel has a
+//! message for it: forwarding ([`crate::netlink::forwarding`]), a link's IPv4 keys
+//! ([`crate::netlink::Link`], [`crate::netlink::Netlink::set_route_localnet`]). What netlink
+//! cannot do stays here: a link's IPv6 keys (`disable_ipv6` of a new veth's host end) and the
+//! rare write of `ip_forward`.
 
 use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
