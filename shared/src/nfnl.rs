@@ -1,9 +1,7 @@
 //! A minimal synchronous nfnetlink client (`NETLINK_NETFILTER`): build one request, read its
 //! replies. Used where going through a tool would cost more than the work itself — conntrack
 //! ([`crate::conntrack`]) and single nf_tables set-element lookups ([`crate::firewall::nftset`]),
-//! which `nft get element` answers only after fetching every element of the set. It also
-//! sends the odd `NETLINK_ROUTE` request whose message the rtnetlink crate lacks
-//! ([`Nfnl::open_route`]: `RTM_GETNETCONF`, whose 4-byte header is laid out as nfgenmsg's).
+//! which `nft get element` answers only after fetching every element of the set.
 //!
 //! The socket belongs to the network namespace of the thread that opens it (see `netns`).
 //! Every read is bounded by a receive timeout.
@@ -19,10 +17,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use netlink_sys::{
-    protocols::{NETLINK_NETFILTER, NETLINK_ROUTE},
-    Socket, SocketAddr,
-};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use crate::error::CniError;
 
@@ -141,27 +136,12 @@ pub struct Reply {
 impl Nfnl {
     /// Open a socket in the calling thread's network namespace.
     pub fn open() -> std::result::Result<Nfnl, NlErr> {
-        Nfnl::open_protocol(NETLINK_NETFILTER, "netfilter", true)
-    }
-
-    /// A `NETLINK_ROUTE` socket in the calling thread's namespace, for a request in the same
-    /// layout (a 4-byte family header: `RTM_GETNETCONF`). Closed when dropped: only netfilter
-    /// sockets wait for the kernel when closed.
-    pub fn open_route() -> std::result::Result<Nfnl, NlErr> {
-        Nfnl::open_protocol(NETLINK_ROUTE, "route", false)
-    }
-
-    fn open_protocol(
-        protocol: isize,
-        name: &str,
-        linger: bool,
-    ) -> std::result::Result<Nfnl, NlErr> {
-        let mut sock = Socket::new(protocol)
-            .map_err(|e| local(format!("opening a {name} netlink socket: {e}")))?;
+        let mut sock = Socket::new(NETLINK_NETFILTER)
+            .map_err(|e| local(format!("opening a netfilter netlink socket: {e}")))?;
         sock.bind_auto()
-            .map_err(|e| local(format!("binding the {name} netlink socket: {e}")))?;
+            .map_err(|e| local(format!("binding the netfilter netlink socket: {e}")))?;
         sock.connect(&SocketAddr::new(0, 0))
-            .map_err(|e| local(format!("connecting the {name} netlink socket: {e}")))?;
+            .map_err(|e| local(format!("connecting the netfilter netlink socket: {e}")))?;
         let tv = libc::timeval {
             tv_sec: TIMEOUT.as_secs().try_into().unwrap_or(5),
             tv_usec: 0,
@@ -179,7 +159,7 @@ impl Nfnl {
         Ok(Nfnl {
             sock: ManuallyDrop::new(sock),
             seq: 1,
-            linger,
+            linger: true,
         })
     }
 

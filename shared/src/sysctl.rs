@@ -35,7 +35,7 @@
 //! Others do look containers' keys up through the host `/proc` (the reference plugins set
 //! `arp_notify` and `accept_dad` so, and so does the tuning plugin), and then every host lookup
 //! pays the walk. So a host key read on every call goes through netlink where the kernel has a
-//! message for it: forwarding ([`crate::netlink::forwarding`]), a link's IPv4 keys
+//! message for it: forwarding ([`crate::netlink::Netlink::forwarding`]), a link's IPv4 keys
 //! ([`crate::netlink::Link`], [`crate::netlink::Netlink::set_route_localnet`]). What netlink
 //! cannot do stays here: a link's IPv6 keys (`disable_ipv6` of a new veth's host end) and the
 //! rare write of `ip_forward`.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cni_shared::netlink::{forwarding, BridgeOpts, Family, Netlink};
+use cni_shared::netlink::{BridgeOpts, Family, Netlink};
 use cni_shared::sysctl;
 use cni_tests::testkit::{wait_until, Sandbox};
 
@@ -91,12 +91,14 @@ fn sysctl_is_per_namespace() {
 fn forwarding_and_route_localnet_through_netlink() {
     let sb = Sandbox::new("nc");
     let ns = sb.netns();
-    let read = |f: Family| ns.run(|| forwarding(f)).unwrap().unwrap();
+    let h = nl(&sb);
+    let read = |f: Family| h.forwarding(f).unwrap();
     let proc = |key: &str| {
         let out = sb.exec("cat", &[&format!("/proc/sys/net/{key}")]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let machine = forwarding(Family::V4).unwrap();
+    let here = Netlink::current().unwrap();
+    let machine = here.forwarding(Family::V4).unwrap();
     for (family, key) in [
         (Family::V4, "ipv4/ip_forward"),
         (Family::V6, "ipv6/conf/all/forwarding"),
@@ -110,12 +112,11 @@ fn forwarding_and_route_localnet_through_netlink() {
         }
     }
     assert_eq!(
-        forwarding(Family::V4).unwrap(),
+        here.forwarding(Family::V4).unwrap(),
         machine,
         "the machine's value changed"
     );
 
-    let h = nl(&sb);
     h.create_bridge("lo-br0", &BridgeOpts::default()).unwrap();
     assert!(!get(&h, "lo-br0").route_localnet);
     h.set_route_localnet("lo-br0").unwrap();

@@ -100,7 +100,7 @@ pub fn add(req: &Request, cfg: &AttachConfig) -> Result<CniResult> {
             add_default_routes(&mut result);
         }
         gateway_vlan = setup_gateway(&hnl, cfg, &br, &result)?;
-        enable_forwarding(&result)?;
+        enable_forwarding(&hnl, &result)?;
     }
 
     let clink = if cfg.disable_container_interface {
@@ -366,9 +366,9 @@ fn ensure_vlan_iface(nl: &Netlink, cfg: &AttachConfig, br: &Link, vid: u16) -> R
 }
 
 /// Forwarding on in the host namespace for each family the container has. Read through
-/// netlink ([`crate::netlink::forwarding`]: no `/proc/sys` lookup on every ADD); written under
+/// netlink ([`Netlink::forwarding`]: no `/proc/sys` lookup on every ADD); written under
 /// `/proc/sys` when off, which netlink cannot do.
-fn enable_forwarding(result: &CniResult) -> Result<()> {
+fn enable_forwarding(hnl: &Netlink, result: &CniResult) -> Result<()> {
     let keys: [(Family, &[&str]); 2] = [
         (Family::V4, &["net", "ipv4", "ip_forward"]),
         (Family::V6, &["net", "ipv6", "conf", "all", "forwarding"]),
@@ -378,7 +378,7 @@ fn enable_forwarding(result: &CniResult) -> Result<()> {
             .ips
             .iter()
             .any(|i| i.address.is_ipv4() == (family == Family::V4));
-        if has && crate::netlink::forwarding(family)? != Some(true) {
+        if has && hnl.forwarding(family)? != Some(true) {
             sysctl::set(key, "1")?;
         }
     }

@@ -86,7 +86,6 @@ pub use create::{
 };
 pub use link::{AddrGenMode, BridgeInfo, BridgePortInfo, Link, LinkRef, MacvlanMode, VxlanInfo};
 pub use neigh::{FdbEntry, Neighbour};
-pub use netconf::forwarding;
 pub use route::{Route, RouteFilter, Scope, MAIN_TABLE};
 
 /// The longest one netlink request may take before it is reported as failed.
@@ -192,9 +191,62 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> std::result::Result<Vec<RouteNetlinkMessage>, NlError> {
+        let kind = msg.message_type();
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        req.finalize();
+        let mut buf = vec![0u8; req.buffer_len()];
+        req.serialize(&mut buf);
+        let mut out = Vec::new();
+        for raw in self.exchange(kind, buf)? {
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&raw)
+                .map_err(|e| NlError::Transport(format!("parsing the reply: {e}")))?;
+            if let NetlinkPayload::InnerMessage(inner) = m.payload {
+                out.push(inner);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A request the rtnetlink crate has no type for: header, then `body` (the family header
+    /// and attributes). Every reply message whole, header included.
+    fn request_raw(
+        &self,
+        msg_type: u16,
+        flags: u16,
+        body: &[u8],
+    ) -> std::result::Result<Vec<Vec<u8>>, NlError> {
+        let mut buf = Vec::with_capacity(16 + body.len());
+        buf.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        buf.extend_from_slice(&msg_type.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&[0; 8]); // sequence number (set by `exchange`), port
+        buf.extend_from_slice(body);
+        self.exchange(msg_type, buf)
+    }
+
+    /// Send the serialized request `buf` (its sequence number is set here) and read until its
+    /// last reply: an acknowledgement or error, the end of a dump, or — when no
+    /// acknowledgement was asked for — a reply that is not part of a multipart answer. Returns
+    /// the other replies whole. Replies to earlier requests (an acknowledgement that came after
+    /// the answer) are skipped by their sequence number.
+    fn exchange(&self, kind: u16, mut buf: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, NlError> {
+        let started = Instant::now();
         let mut inner = self.lock();
-        let (kind, started) = (msg.message_type(), Instant::now());
-        let outcome = inner.exchange(msg, flags, started + REQUEST_TIMEOUT);
+        let Inner { sock, seq, rx } = &mut *inner;
+        *seq = seq.wrapping_add(1);
+        let seq = *seq;
+        let flags = match buf.get_mut(4..12) {
+            Some(h) => {
+                h[4..8].copy_from_slice(&seq.to_ne_bytes());
+                u16::from_ne_bytes([h[2], h[3]])
+            }
+            None => return Err(NlError::Transport("a request without a header".into())),
+        };
+        let outcome = sock
+            .send(&buf, 0)
+            .map_err(|e| NlError::Transport(format!("sending the request: {e}")))
+            .and_then(|_| read_replies(sock, rx, seq, flags & NLM_F_ACK != 0, started));
         tracing::trace!(
             rtm = kind,
             us = started.elapsed().as_micros(),
@@ -205,102 +257,96 @@ impl Netlink {
     }
 }
 
-impl Inner {
-    /// Write the request, then read until its last reply: an acknowledgement or error, the end
-    /// of a dump, or — when no acknowledgement was asked for — a reply that is not part of a
-    /// multipart answer. Replies to earlier requests (an acknowledgement that came after the
-    /// answer) are skipped by their sequence number.
-    fn exchange(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        deadline: Instant,
-    ) -> std::result::Result<Vec<RouteNetlinkMessage>, NlError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags;
-        req.header.sequence_number = seq;
-        req.finalize();
-        let mut buf = vec![0u8; req.buffer_len()];
-        req.serialize(&mut buf);
-        self.sock
-            .send(&buf, 0)
-            .map_err(|e| NlError::Transport(format!("sending the request: {e}")))?;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
 
-        let expecting_ack = flags & NLM_F_ACK != 0;
-        let Inner { sock, rx, .. } = self;
+/// The replies to request `seq` (see [`Netlink::exchange`]), read into `rx`.
+fn read_replies(
+    sock: &Socket,
+    rx: &mut Vec<u8>,
+    seq: u32,
+    expecting_ack: bool,
+    started: Instant,
+) -> std::result::Result<Vec<Vec<u8>>, NlError> {
+    let deadline = started + REQUEST_TIMEOUT;
+    rx.clear();
+    rx.reserve(RECV_BUF);
+    let mut out = Vec::new();
+    loop {
+        if Instant::now() >= deadline {
+            return Err(timed_out());
+        }
         rx.clear();
-        rx.reserve(RECV_BUF);
-        let mut out = Vec::new();
-        loop {
-            if Instant::now() >= deadline {
-                return Err(timed_out());
+        let len = match sock.recv(rx, libc::MSG_TRUNC) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+            Err(e) => return Err(NlError::Transport(format!("reading the reply: {e}"))),
+        };
+        if len > rx.len() {
+            return Err(NlError::Transport(format!(
+                "a reply of {len} bytes does not fit the {RECV_BUF}-byte buffer"
+            )));
+        }
+        let mut off = 0;
+        while let Some(h) = header_at(rx, off) {
+            let msg = &rx[off..off + h.len];
+            off += align4(h.len);
+            if h.seq != seq {
+                continue;
             }
-            rx.clear();
-            let len = match sock.recv(rx, libc::MSG_TRUNC) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
-                Err(e) => return Err(NlError::Transport(format!("reading the reply: {e}"))),
-            };
-            if len > rx.len() {
-                return Err(NlError::Transport(format!(
-                    "a reply of {len} bytes does not fit the {RECV_BUF}-byte buffer"
-                )));
-            }
-            let mut off = 0;
-            while let Some((mlen, mseq)) = header_at(rx, off) {
-                let this = &rx[off..off + mlen];
-                off += align4(mlen);
-                if mseq != seq {
-                    continue;
+            // After the header, an error or done message has the (negative) errno, then the
+            // echoed request and the kernel's explanation (error) or the explanation (done).
+            let code = msg
+                .get(16..20)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i32::from_ne_bytes);
+            let rest = msg.get(20..).unwrap_or_default();
+            match h.kind {
+                NLMSG_ERROR if code != 0 => {
+                    return Err(NlError::Kernel(code.abs(), ext_ack_msg(h.flags, rest)))
                 }
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(this)
-                    .map_err(|e| NlError::Transport(format!("parsing the reply: {e}")))?;
-                let outer_flags = m.header.flags;
-                match m.payload {
-                    NetlinkPayload::InnerMessage(inner) => {
-                        out.push(inner);
-                        if outer_flags & NLM_F_MULTIPART == 0 && !expecting_ack {
-                            return Ok(out);
-                        }
+                NLMSG_ERROR => return Ok(out),
+                NLMSG_DONE if code < 0 => return Err(NlError::Kernel(code.abs(), tlv_msg(rest))),
+                NLMSG_DONE => return Ok(out),
+                NLMSG_OVERRUN => return Err(NlError::Transport("receive buffer overrun".into())),
+                _ => {
+                    out.push(msg.to_vec());
+                    if h.flags & NLM_F_MULTIPART == 0 && !expecting_ack {
+                        return Ok(out);
                     }
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            Some(code) => {
-                                let ext = ext_ack_msg(outer_flags, &e.header);
-                                Err(NlError::Kernel(code.get().abs(), ext))
-                            }
-                            None => Ok(out),
-                        }
-                    }
-                    NetlinkPayload::Done(d) if d.code < 0 => {
-                        let ext = tlv_msg(&d.extended_ack);
-                        return Err(NlError::Kernel(d.code.abs(), ext));
-                    }
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Overrun(_) => {
-                        return Err(NlError::Transport("receive buffer overrun".into()))
-                    }
-                    _ => {}
                 }
             }
-            if off < rx.len() {
-                return Err(NlError::Transport(
-                    "parsing the reply: a truncated message".into(),
-                ));
-            }
+        }
+        if off < rx.len() {
+            return Err(NlError::Transport(
+                "parsing the reply: a truncated message".into(),
+            ));
         }
     }
 }
 
-/// Length and sequence number of the message at `off` in a datagram, when a whole one is there.
-fn header_at(rx: &[u8], off: usize) -> Option<(usize, u32)> {
+/// The header of one reply message.
+struct Header {
+    len: usize,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+}
+
+/// The header of the message at `off` in a datagram, when a whole message is there.
+fn header_at(rx: &[u8], off: usize) -> Option<Header> {
     let h = rx.get(off..off + 16)?;
+    let u16_at = |i: usize| u16::from_ne_bytes([h[i], h[i + 1]]);
     let len = u32::from_ne_bytes(h[0..4].try_into().ok()?) as usize;
     let seq = u32::from_ne_bytes(h[8..12].try_into().ok()?);
-    (len >= 16 && off + len <= rx.len()).then_some((len, seq))
+    (len >= 16 && off + len <= rx.len()).then_some(Header {
+        len,
+        kind: u16_at(4),
+        flags: u16_at(6),
+        seq,
+    })
 }
 
 fn timed_out() -> NlError {
