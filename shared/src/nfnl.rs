@@ -262,7 +262,13 @@ impl Nfnl {
         let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {
             self.recv(&mut rx)?;
-            for (mtype, _, mseq, body) in messages(&rx)? {
+            for Message {
+                kind: mtype,
+                seq: mseq,
+                body,
+                ..
+            } in messages(&rx)?
+            {
                 // Replies to an earlier request on this socket are not ours.
                 let ours = mseq.wrapping_sub(first) <= last.wrapping_sub(first);
                 if mtype != NLMSG_ERROR || !ours {
@@ -370,7 +376,14 @@ impl Nfnl {
         let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {
             self.recv(&mut rx)?;
-            for (mtype, mflags, mseq, body) in messages(&rx)? {
+            for Message {
+                kind: mtype,
+                flags: mflags,
+                seq: mseq,
+                body,
+                ..
+            } in messages(&rx)?
+            {
                 if mseq != seq {
                     continue;
                 }
@@ -444,11 +457,19 @@ pub(crate) fn set_opt<T: Copy>(
     }
 }
 
-/// One message of a datagram: type, flags, sequence number, body after the header.
-type Message<'a> = (u16, u16, u32, &'a [u8]);
+/// One message of a datagram.
+pub(crate) struct Message<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub seq: u32,
+    /// What follows the header.
+    pub body: &'a [u8],
+    /// The message with its header.
+    pub whole: &'a [u8],
+}
 
-/// The messages in one datagram.
-fn messages(rx: &[u8]) -> std::result::Result<Vec<Message<'_>>, NlErr> {
+/// The messages in one datagram (any netlink protocol).
+pub(crate) fn messages(rx: &[u8]) -> std::result::Result<Vec<Message<'_>>, NlErr> {
     let u32_at = |o: usize| {
         rx.get(o..o + 4)
             .and_then(|b| b.try_into().ok())
@@ -466,12 +487,13 @@ fn messages(rx: &[u8]) -> std::result::Result<Vec<Message<'_>>, NlErr> {
         if mlen < HDR || off + mlen > rx.len() {
             return Err(local("malformed netlink reply"));
         }
-        out.push((
-            u16_at(off + 4),
-            u16_at(off + 6),
-            u32_at(off + 8),
-            &rx[off + HDR..off + mlen],
-        ));
+        out.push(Message {
+            kind: u16_at(off + 4),
+            flags: u16_at(off + 6),
+            seq: u32_at(off + 8),
+            body: &rx[off + HDR..off + mlen],
+            whole: &rx[off..off + mlen],
+        });
         off += align(mlen);
     }
     Ok(out)

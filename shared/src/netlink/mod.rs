@@ -289,64 +289,34 @@ fn read_replies(
                 "a reply of {len} bytes does not fit the {RECV_BUF}-byte buffer"
             )));
         }
-        let mut off = 0;
-        while let Some(h) = header_at(rx, off) {
-            let msg = &rx[off..off + h.len];
-            off += align4(h.len);
-            if h.seq != seq {
-                continue;
-            }
-            // After the header, an error or done message has the (negative) errno, then the
-            // echoed request and the kernel's explanation (error) or the explanation (done).
-            let code = msg
-                .get(16..20)
+        let msgs = crate::nfnl::messages(rx)
+            .map_err(|e| NlError::Transport(format!("parsing the reply: {}", e.what)))?;
+        for m in msgs.into_iter().filter(|m| m.seq == seq) {
+            // An error or done message has the (negative) errno first, then the echoed request
+            // and the kernel's explanation (error) or the explanation (done).
+            let code = m
+                .body
+                .get(..4)
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, i32::from_ne_bytes);
-            let rest = msg.get(20..).unwrap_or_default();
-            match h.kind {
+            let rest = m.body.get(4..).unwrap_or_default();
+            match m.kind {
                 NLMSG_ERROR if code != 0 => {
-                    return Err(NlError::Kernel(code.abs(), ext_ack_msg(h.flags, rest)))
+                    return Err(NlError::Kernel(code.abs(), ext_ack_msg(m.flags, rest)))
                 }
                 NLMSG_ERROR => return Ok(out),
                 NLMSG_DONE if code < 0 => return Err(NlError::Kernel(code.abs(), tlv_msg(rest))),
                 NLMSG_DONE => return Ok(out),
                 NLMSG_OVERRUN => return Err(NlError::Transport("receive buffer overrun".into())),
                 _ => {
-                    out.push(msg.to_vec());
-                    if h.flags & NLM_F_MULTIPART == 0 && !expecting_ack {
+                    out.push(m.whole.to_vec());
+                    if m.flags & NLM_F_MULTIPART == 0 && !expecting_ack {
                         return Ok(out);
                     }
                 }
             }
         }
-        if off < rx.len() {
-            return Err(NlError::Transport(
-                "parsing the reply: a truncated message".into(),
-            ));
-        }
     }
-}
-
-/// The header of one reply message.
-struct Header {
-    len: usize,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-}
-
-/// The header of the message at `off` in a datagram, when a whole message is there.
-fn header_at(rx: &[u8], off: usize) -> Option<Header> {
-    let h = rx.get(off..off + 16)?;
-    let u16_at = |i: usize| u16::from_ne_bytes([h[i], h[i + 1]]);
-    let len = u32::from_ne_bytes(h[0..4].try_into().ok()?) as usize;
-    let seq = u32::from_ne_bytes(h[8..12].try_into().ok()?);
-    (len >= 16 && off + len <= rx.len()).then_some(Header {
-        len,
-        kind: u16_at(4),
-        flags: u16_at(6),
-        seq,
-    })
 }
 
 fn timed_out() -> NlError {
